@@ -1,0 +1,42 @@
+"""Evaluate the K intermediate points of an EPD step (epd-method.md §1.3).
+
+Batched mode stacks the points K-major, ``[x_0; x_1; ...; x_{K-1}]`` with rows
+``k*B + b``: ComfyUI repeats per-sample conditioning cyclically
+(comfyui-integration.md §1.6), so K-major keeps every row aligned with its own
+condition, whereas upstream's B-major ``repeat_interleave`` does not.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Callable, Literal
+
+import torch
+
+
+def stack_points(x_hats: list[torch.Tensor], sigma_eval: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """K-major stack: x [K*B, ...] and its per-row sigma vector [K*B]."""
+    batch = x_hats[0].shape[0]
+    return torch.cat(x_hats), sigma_eval.repeat_interleave(batch)
+
+
+def evaluate_points(
+    model: Callable[..., torch.Tensor],
+    x_hats: list[torch.Tensor],
+    sigma_eval: torch.Tensor,
+    extra_args: dict[str, Any],
+    parallel: Literal["batched", "sequential"] = "batched",
+    chunk_size: int = 0,
+) -> list[torch.Tensor]:
+    """Denoised predictions at the K points.
+
+    x_hats: K tensors [B, ...]; sigma_eval: [K] model-time sigmas (a * tau).
+    batched: ceil(K / chunk_size) calls (one when chunk_size is 0); sequential: K calls.
+    """
+    num_points = len(x_hats)
+    per_call = 1 if parallel == "sequential" else (chunk_size if chunk_size > 0 else num_points)
+    out: list[torch.Tensor] = []
+    for start in range(0, num_points, per_call):
+        chunk = slice(start, start + per_call)
+        x_big, s_big = stack_points(x_hats[chunk], sigma_eval[chunk])
+        out.extend(model(x_big, s_big, **extra_args).chunk(len(x_hats[chunk])))
+    return out
