@@ -1,0 +1,269 @@
+"""EPD table files: safetensors with string metadata, and compact JSON for a widget (epd-method.md §6, style.md §3).
+
+A file holds float64 arrays ``r``, ``lam``, ``c``, ``a`` [S, K] and ``sigmas`` [S + 1]
+(the values the solver uses), plus the raw logits ``r_logits``, ``weight_logits``,
+``scale_dir_logits``, ``scale_time_logits`` so that a save/load round trip is exact.
+A file without the logit arrays is rebuilt from the values. Pickles are never read.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import datetime as _dt
+import json
+import os
+import tempfile
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import torch
+from safetensors import SafetensorError, safe_open
+from safetensors.torch import save as _st_save
+
+from .params import EPDParams
+
+FORMAT = "epd-table"
+FORMAT_VERSION = "1"
+PICKLE_SUFFIXES = (".pkl", ".pickle", ".pt", ".pth", ".ckpt")
+VALUE_ARRAYS = ("r", "lam", "c", "a")
+LOGIT_ARRAYS = ("r_logits", "weight_logits", "scale_dir_logits", "scale_time_logits")
+_CONSISTENCY_ATOL = 1e-9  # stored values vs. the values recomputed from the stored logits
+_SUM_ATOL = 1e-6  # lam rows must sum to 1 within this
+
+
+def _pickle_refusal(path: Path | str) -> ValueError:
+    """The one message for every pickle we refuse to open."""
+    return ValueError(
+        f"refusing to unpickle {path}: EPD tables load only from .safetensors because a pickle can run code; "
+        f"convert it with python -m epd_core.upstream {path} OUT.safetensors or the EPD Import Upstream Table node."
+    )
+
+
+def _table_arrays(params: EPDParams) -> dict[str, torch.Tensor]:
+    """All arrays of a table, detached float64 contiguous CPU tensors."""
+    arrays = {
+        "r": params.r,
+        "lam": params.lam,
+        "c": params.c,
+        "a": params.a,
+        "sigmas": params.sigmas,
+        **{name: getattr(params, name) for name in LOGIT_ARRAYS},
+    }
+    return {k: v.detach().to(torch.float64).contiguous() for k, v in arrays.items()}
+
+
+def _stamped_metadata(params: EPDParams, *, created: bool) -> dict[str, Any]:
+    """User metadata with provenance (default "unknown") and, for files, a UTC creation time."""
+    meta = dict(params.metadata)
+    meta.setdefault("provenance", "unknown")
+    if created:
+        now = _dt.datetime.now(_dt.timezone.utc)  # noqa: UP017 (datetime.UTC needs 3.11; ComfyUI runs on 3.10)
+        meta.setdefault("created", now.isoformat(timespec="seconds"))
+    return meta
+
+
+def _header(params: EPDParams) -> dict[str, Any]:
+    """Typed header fields shared by the file and the JSON form."""
+    return {
+        "format": FORMAT,
+        "format_version": FORMAT_VERSION,
+        "num_points": params.num_points,
+        "num_steps": params.num_steps,
+        "scale_dir": params.scale_dir,
+        "scale_time": params.scale_time,
+        "afs": params.afs,
+    }
+
+
+def save_table(params: EPDParams, path: str | os.PathLike[str]) -> Path:
+    """Write ``params`` to a safetensors file atomically (temp file in the same folder, then os.replace)."""
+    path = Path(path)
+    if path.suffix.lower() in PICKLE_SUFFIXES:
+        raise ValueError(f"refusing to save an EPD table as {path}: {path.suffix} means pickle; use .safetensors.")
+    meta = _stamped_metadata(params, created=True)
+    header = {k: _header_str(v) for k, v in _header(params).items()}
+    header["epd_metadata"] = json.dumps(meta, sort_keys=True, allow_nan=False)
+    _atomic_write(path, _st_save(_table_arrays(params), metadata=header))
+    return path
+
+
+def _header_str(value: Any) -> str:
+    """safetensors metadata is str -> str: bools as true/false, floats with repr (exact)."""
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    return repr(value) if isinstance(value, float) else str(value)
+
+
+def _atomic_write(path: Path, data: bytes) -> None:
+    """Write bytes so that ``path`` is either the old file or the complete new one, never a partial file."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    mode = path.stat().st_mode & 0o777 if path.exists() else 0o644
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            fh.write(data)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.chmod(tmp, mode)
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(tmp)
+        raise
+
+
+def _sniff(path: Path) -> None:
+    """Accept a safetensors header; refuse pickle (0x80 protocol byte) and zip ('PK', torch.save) files."""
+    size = path.stat().st_size
+    with path.open("rb") as fh:
+        head = fh.read(9)
+    n = int.from_bytes(head[:8], "little") if len(head) >= 8 else -1
+    if len(head) == 9 and head[8:9] == b"{" and 2 <= n <= size - 8:
+        return
+    if head[:1] == b"\x80" or head[:2] == b"PK":
+        raise _pickle_refusal(path)
+    raise ValueError(f"{path} is not a safetensors EPD table (first bytes {head!r}); save tables with save_table.")
+
+
+def load_table(path: str | os.PathLike[str]) -> EPDParams:
+    """Read and validate a table written by :func:`save_table`; pickles are refused, never opened."""
+    path = Path(path)
+    if path.suffix.lower() in PICKLE_SUFFIXES:
+        raise _pickle_refusal(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"EPD table file not found: {path}")
+    _sniff(path)
+    try:
+        with safe_open(str(path), framework="pt", device="cpu") as fh:
+            header = dict(fh.metadata() or {})
+            arrays = {k: fh.get_tensor(k) for k in fh.keys()}  # noqa: SIM118 (safe_open has no __iter__)
+    except SafetensorError as err:
+        raise ValueError(f"{path} is not a readable safetensors file: {err}") from err
+    return params_from_parts(arrays, header, source=str(path))
+
+
+def table_to_json(params: EPDParams) -> str:
+    """Compact JSON of a table (same arrays as the file, as lists) for a workflow widget; deterministic."""
+    meta = _stamped_metadata(params, created=False)
+    obj: dict[str, Any] = {**_header(params), "metadata": meta}
+    obj.update({k: v.tolist() for k, v in _table_arrays(params).items()})
+    return json.dumps(obj, separators=(",", ":"), sort_keys=True, allow_nan=False)
+
+
+def table_from_json(text: str) -> EPDParams:
+    """Inverse of :func:`table_to_json`, with the same validation as :func:`load_table`."""
+    source = "EPD table JSON"
+    try:
+        obj = json.loads(text)
+    except (TypeError, json.JSONDecodeError) as err:
+        raise ValueError(f"{source} is not valid JSON: {err}; paste the text written by EPD Save Table.") from err
+    if not isinstance(obj, dict):
+        # ValueError, like every other problem with the pasted text (callers catch one type).
+        raise ValueError(f"{source} must be a JSON object, got {type(obj).__name__}.")  # noqa: TRY004
+    names = (*VALUE_ARRAYS, "sigmas", *LOGIT_ARRAYS)
+    try:
+        arrays = {k: torch.tensor(obj[k], dtype=torch.float64) for k in names if k in obj}
+    except (TypeError, ValueError) as err:
+        raise ValueError(f"{source}: arrays must be nested lists of numbers: {err}") from err
+    header = {k: v for k, v in obj.items() if k not in names}
+    return params_from_parts(arrays, header, source=source)
+
+
+def params_from_parts(arrays: Mapping[str, torch.Tensor], header: Mapping[str, Any], *, source: str) -> EPDParams:
+    """Validate a header and arrays (from a file or JSON) and build the table; errors name ``source``."""
+    fields = _parse_header(header, source)
+    missing = [k for k in (*VALUE_ARRAYS, "sigmas") if k not in arrays]
+    if missing:
+        raise ValueError(f"{source} lacks the arrays {missing}; an EPD table needs r, lam, c, a and sigmas.")
+    arr = {k: v.to(torch.float64) for k, v in arrays.items()}
+    _check_shapes(arr, fields["num_steps"], fields["num_points"], source)
+    _check_values(arr, fields["scale_dir"], fields["scale_time"], source)
+    kw = {k: fields[k] for k in ("scale_dir", "scale_time", "afs", "metadata")}
+    try:
+        if all(k in arr for k in LOGIT_ARRAYS):
+            params = EPDParams(*(arr[k] for k in LOGIT_ARRAYS), arr["sigmas"], **kw)
+            _check_consistent(params, arr, source)
+            return params
+        return EPDParams.from_values(arr["r"], arr["lam"], arr["sigmas"], c=arr["c"], a=arr["a"], **kw)
+    except (ValueError, TypeError) as err:
+        raise ValueError(f"{source}: {err}") from err
+
+
+def _parse_header(header: Mapping[str, Any], source: str) -> dict[str, Any]:
+    """Check format and version and convert the header fields (strings in files, typed in JSON)."""
+    fmt, version = header.get("format"), str(header.get("format_version"))
+    if fmt != FORMAT:
+        raise ValueError(f"{source} has format {fmt!r}, expected {FORMAT!r}; it is not an EPD table.")
+    if version != FORMAT_VERSION:
+        raise ValueError(
+            f"{source} has format_version {version!r}; this ComfyUI-EPD reads version {FORMAT_VERSION!r}. "
+            "Update ComfyUI-EPD to read newer tables."
+        )
+    try:
+        meta = header.get("epd_metadata", header.get("metadata", {}))
+        return {
+            "num_steps": int(header["num_steps"]),
+            "num_points": int(header["num_points"]),
+            "scale_dir": float(header.get("scale_dir", 0.0)),
+            "scale_time": float(header.get("scale_time", 0.0)),
+            "afs": _parse_bool(header.get("afs", False)),
+            "metadata": json.loads(meta) if isinstance(meta, str) else meta,
+        }
+    except (KeyError, TypeError, ValueError) as err:
+        raise ValueError(f"{source} has a malformed header ({type(err).__name__}: {err}); re-save the table.") from err
+
+
+def _parse_bool(value: Any) -> bool:
+    """Accept a JSON bool or the strings true/false."""
+    if isinstance(value, bool):
+        return value
+    if value in ("true", "false"):
+        return value == "true"
+    raise ValueError(f"afs must be true or false, got {value!r}")
+
+
+def _check_shapes(arr: Mapping[str, torch.Tensor], steps: int, points: int, source: str) -> None:
+    """Every table is [num_steps, num_points]; the grid has num_steps + 1 values."""
+    for name in (*VALUE_ARRAYS, *(k for k in LOGIT_ARRAYS if k in arr)):
+        if tuple(arr[name].shape) != (steps, points):
+            raise ValueError(
+                f"{source}: array {name!r} has shape {tuple(arr[name].shape)}, but the header says "
+                f"num_steps={steps}, num_points={points}; the file is inconsistent, re-save it."
+            )
+    if tuple(arr["sigmas"].shape) != (steps + 1,):
+        raise ValueError(
+            f"{source}: sigmas has shape {tuple(arr['sigmas'].shape)}, expected ({steps + 1},) = num_steps + 1."
+        )
+    for name, t in arr.items():
+        if not bool(torch.isfinite(t).all()):
+            raise ValueError(f"{source}: array {name!r} contains nan or inf; every value must be finite.")
+
+
+def _check_values(arr: Mapping[str, torch.Tensor], s_dir: float, s_time: float, source: str) -> None:
+    """r in (0, 1); lam > 0 with rows summing to 1; c, a inside their scale ranges (== 1 when the range is 0)."""
+    r, lam = arr["r"], arr["lam"]
+    if not bool(((r > 0) & (r < 1)).all()):
+        raise ValueError(f"{source}: r must lie in (0, 1), got min {r.min().item()!r}, max {r.max().item()!r}.")
+    sums = lam.sum(dim=-1)
+    if not bool((lam > 0).all()) or not bool(((sums - 1).abs() <= _SUM_ATOL).all()):
+        raise ValueError(f"{source}: lam must be > 0 with rows summing to 1, got row sums {sums.tolist()}.")
+    for name, s in (("c", s_dir), ("a", s_time)):
+        t = arr[name]
+        ok = bool((t == 1).all()) if s == 0 else bool(((t > 1 - s) & (t < 1 + s)).all())
+        if not ok:
+            raise ValueError(
+                f"{source}: {name} must lie in (1 - s, 1 + s) with s = {s!r} (exactly 1 when s = 0), "
+                f"got min {t.min().item()!r}, max {t.max().item()!r}."
+            )
+
+
+def _check_consistent(params: EPDParams, arr: Mapping[str, torch.Tensor], source: str) -> None:
+    """Stored r/lam/c/a must equal the values recomputed from the stored logits."""
+    for name in VALUE_ARRAYS:
+        diff = (getattr(params, name) - arr[name]).abs().max().item()
+        if diff > _CONSISTENCY_ATOL:
+            raise ValueError(
+                f"{source}: stored {name!r} differs from the value implied by its logits by {diff:.3g}; "
+                "the file was edited by hand: re-save it, or delete the *_logits arrays to rebuild from values."
+            )
