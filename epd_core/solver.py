@@ -33,6 +33,9 @@ def prepare_sigmas(sigmas: torch.Tensor, tail: Tail = "drop") -> torch.Tensor:
 
     drop: remove the penultimate sigma, so the last EPD step lands on 0 directly
     (what ComfyUI does for dpm_2 and uni_pc). stop: end at sigma_min. keep: as given.
+    Only the caller knows whether a grid still has that tail (the ComfyUI bridge
+    compares the penultimate sigma with the model's sigma_min), so the samplers
+    default to keep.
     """
     if tail not in TAILS:
         raise ValueError(f"tail={tail!r} is not one of {TAILS}")
@@ -167,7 +170,7 @@ def run_epd(
     parallel: Parallel = "batched",
     chunk_size: int = 0,
     afs: bool | None = None,
-    tail: Tail = "drop",
+    tail: Tail = "keep",
     max_order: int = 1,
 ) -> torch.Tensor:
     """The shared EPD loop; max_order > 1 is the iPNDM plugin. Not decorated, so

@@ -189,8 +189,11 @@ def test_table_step_count_mismatch_is_a_clear_error() -> None:
 
 def test_table_grid_with_trailing_zero_drops_penultimate_for_default_table() -> None:
     model = Counting()
-    sample_epd(model, start(), torch.tensor([10.0, 3.0, 1.0, 0.1, 0.0], dtype=torch.float64))
+    sample_epd(model, start(), torch.tensor([10.0, 3.0, 1.0, 0.1, 0.0], dtype=torch.float64), tail="drop")
     assert model.calls == 2 * 3  # 10 -> 3 -> 1 -> 0 after dropping 0.1
+    model = Counting()
+    sample_epd(model, start(), torch.tensor([10.0, 3.0, 1.0, 0.1, 0.0], dtype=torch.float64))
+    assert model.calls == 2 * 4  # the default keeps the grid as given
 
 
 def test_bad_options_are_named() -> None:
