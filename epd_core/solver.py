@@ -21,6 +21,9 @@ Parallel = Literal["batched", "sequential"]
 Tail = Literal["drop", "stop", "keep"]
 
 KINDS = ("ve", "flow")
+# Measured in bench/bench_exact.py: the data form stays stable under CFG 7.5 where the
+# paper's direction form and every multistep built-in diverge (README, benchmark table).
+DEFAULT_FORM: Form = "data"
 FORMS = ("direction", "data")
 TAILS = ("drop", "stop", "keep")
 
@@ -89,7 +92,7 @@ def epd_step(
     row: dict[str, torch.Tensor],
     extra_args: dict[str, Any],
     *,
-    form: Form = "direction",
+    form: Form = DEFAULT_FORM,
     parallel: Parallel = "batched",
     chunk_size: int = 0,
 ) -> tuple[torch.Tensor, torch.Tensor]:
@@ -166,7 +169,7 @@ def run_epd(
     params: EPDParams | None = None,
     num_points: int = 2,
     kind: Kind = "ve",
-    form: Form = "direction",
+    form: Form = DEFAULT_FORM,
     parallel: Parallel = "batched",
     chunk_size: int = 0,
     afs: bool | None = None,

@@ -5,6 +5,8 @@ equal weights. gauss_legendre: the K-point Gauss-Legendre rule for the step's ex
 integral, in the variable each step form integrates over: sigma for the direction
 form (x' = x + int d dsigma), 1/sigma for the data form (x' is exact when D is
 averaged uniformly in 1/sigma). Both are plain tables that any learned table replaces.
+The benchmark measured the two within 3% of each other in the data form, uniform
+slightly ahead at 9 rounds, so uniform is the default.
 """
 
 from __future__ import annotations
@@ -44,9 +46,9 @@ def gauss_legendre_row(sigma: float, sigma_next: float, num_points: int, form: s
 def default_table(
     sigmas: torch.Tensor,
     num_points: int = 2,
-    kind: TableKind = "gauss_legendre",
+    kind: TableKind = "uniform",
     *,
-    form: str = "direction",
+    form: str = "data",
     afs: bool = False,
 ) -> EPDParams:
     """A training-free table for ``sigmas`` [N] with K = num_points."""
