@@ -7,7 +7,7 @@ sampler-function signature so they drop into ``comfy.samplers.KSAMPLER``.
 
 from __future__ import annotations
 
-from typing import Any, Callable, Literal
+from typing import Any, Callable, Literal, NamedTuple
 
 import torch
 
@@ -159,6 +159,43 @@ def adams_bashforth(d: torch.Tensor, history: list[torch.Tensor], max_order: int
     return sum(cf * dk for cf, dk in zip(AB_COEFFS[order - 1], recent))
 
 
+class StepConfig(NamedTuple):
+    """How each step runs; shared by sampling and distillation so they cannot drift apart."""
+
+    kind: Kind = "ve"
+    form: Form = DEFAULT_FORM
+    afs: bool = False
+    max_order: int = 1
+    parallel: Parallel = "batched"
+    chunk_size: int = 0
+
+
+def advance(
+    model: Callable[..., torch.Tensor],
+    x: torch.Tensor,
+    n: int,
+    sigmas: torch.Tensor,
+    row: dict[str, torch.Tensor],
+    history: list[torch.Tensor],
+    extra_args: dict[str, Any],
+    config: StepConfig,
+) -> tuple[torch.Tensor, torch.Tensor, list[torch.Tensor]]:
+    """Step n of the EPD loop: anchor, jump direction, K points; returns (x_next, D_bar, history)."""
+    sigma, sigma_next = float(sigmas[n]), float(sigmas[n + 1])
+    if n == 0 and config.afs:
+        denoised = afs_denoised(x, sigma, config.kind)
+    else:
+        denoised = model(x, sigma * x.new_ones([x.shape[0]]), **extra_args)
+    d = (x - denoised) / sigma
+    d_jump = adams_bashforth(d, history, config.max_order)
+    history = (history + [d.detach()])[-(config.max_order - 1) :] if config.max_order > 1 else []
+    x_next, d_bar = epd_step(
+        model, x, sigma, sigma_next, d_jump, row, extra_args,
+        form=config.form, parallel=config.parallel, chunk_size=config.chunk_size,
+    )  # fmt: skip
+    return x_next, d_bar, history
+
+
 def run_epd(
     model: Callable[..., torch.Tensor],
     x: torch.Tensor,
@@ -184,19 +221,11 @@ def run_epd(
     extra_args = {} if extra_args is None else extra_args
     sigmas = _sigmas_for(sigmas, params, tail)
     params, use_afs = resolve_table(sigmas, params, num_points, form, afs)
-    s_in = x.new_ones([x.shape[0]])
+    config = StepConfig(kind, form, use_afs, max_order, parallel, chunk_size)
     history: list[torch.Tensor] = []
     for i, row in enumerate(table_rows(params)):
-        sigma, sigma_next = float(sigmas[i]), float(sigmas[i + 1])
-        if i == 0 and use_afs:
-            denoised = afs_denoised(x, sigma, kind)
-        else:
-            denoised = model(x, sigma * s_in, **extra_args)
-        d = (x - denoised) / sigma
-        d_jump = adams_bashforth(d, history, max_order)
-        history = (history + [d.detach()])[-(max_order - 1) :] if max_order > 1 else []
-        x, d_bar = epd_step(model, x, sigma, sigma_next, d_jump, row, extra_args, form=form, parallel=parallel, chunk_size=chunk_size)
-        _report(callback, i, x, sigma, d_bar)
+        x, d_bar, history = advance(model, x, i, sigmas, row, history, extra_args, config)
+        _report(callback, i, x, float(sigmas[i]), d_bar)
     return x
 
 
