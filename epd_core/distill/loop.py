@@ -1,0 +1,146 @@
+"""Stage 1 distillation loop (epd-method.md §3): learn an EPD table from a teacher.
+
+A plain generator: it yields one DistillStats per iteration and never prints, so
+the ComfyUI node can forward stats to its progress bar and the headless CLI to
+stdout. Stop early by breaking out of the loop (or ``should_stop``); the best table
+so far, by error on a fixed validation batch, is in every DistillStats.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any, Callable, Iterator, NamedTuple
+
+import torch
+
+from ..params import EPDParams
+from ..solver import StepConfig, advance, run_epd, table_rows
+from .teacher import TEACHERS, teacher_step, teacher_trajectory
+from .trainable import TrainableTable
+
+TARGETS = ("global", "local", "final")
+NoiseFn = Callable[[int, torch.Generator], torch.Tensor]
+
+
+class DistillConfig(NamedTuple):
+    iterations: int = 100  # optimiser steps, one per noise batch
+    batch: int = 16  # noise samples per iteration
+    lr: float = 0.2  # Adam learning rate at the start (paper: 0.2)
+    lr_min: float = 0.01  # cosine-annealed floor (paper: 0.01)
+    teacher: str = "heun"  # a name in distill.teacher.TEACHERS
+    inserted: int = 3  # M: teacher sub-steps inserted per student step
+    targets: str = "global"  # global: teacher from the same noise; local: teacher restarted per step; final: last state only
+    bptt: bool = False  # backpropagate through earlier steps (always on for "final")
+    learn_scales: bool = True  # learn c and a when the table's scale ranges are > 0
+    feature_weight: float = 0.0  # alpha on the final-state feature loss, when a feature function is given
+    eval_every: int = 10  # iterations between validation runs
+    val_batch: int = 64  # fixed validation noise samples
+    seed: int = 0  # noise seed (training uses seed, validation seed + 1)
+
+
+class DistillStats(NamedTuple):
+    iteration: int
+    loss: float
+    lr: float
+    val_error: float | None  # None on iterations without validation
+    best_val_error: float
+    best_table: EPDParams
+
+
+def check_config(config: DistillConfig, start: EPDParams, sigmas: torch.Tensor) -> None:
+    """Every bad setting at once, before any compute."""
+    problems = []
+    if config.iterations < 1 or config.batch < 1 or config.val_batch < 1 or config.eval_every < 1:
+        problems.append("iterations, batch, val_batch and eval_every must all be >= 1")
+    if config.targets not in TARGETS:
+        problems.append(f"targets={config.targets!r} is not one of {TARGETS}")
+    if config.teacher not in TEACHERS:
+        problems.append(f"teacher={config.teacher!r} is not one of {tuple(TEACHERS)}")
+    if not 0 < config.lr_min <= config.lr:
+        problems.append(f"need 0 < lr_min <= lr, got lr={config.lr}, lr_min={config.lr_min}")
+    if start.num_steps != len(sigmas) - 1 or not torch.allclose(start.sigmas, sigmas.double().cpu()):
+        problems.append(f"the starting table's grid ({start.num_steps} steps) differs from the requested grid ({len(sigmas) - 1} steps)")
+    if problems:
+        raise ValueError("EPD distillation: " + "; ".join(problems))
+
+
+def cosine_lr(config: DistillConfig, iteration: int) -> float:
+    return config.lr_min + 0.5 * (config.lr - config.lr_min) * (1 + math.cos(math.pi * iteration / config.iterations))
+
+
+def student_losses(model, x_start, sigmas, trainable, targets, config, step_config, extra_args) -> tuple[list[torch.Tensor], torch.Tensor]:
+    """Unroll the student from x_start; per-step MSE against targets (or the final one only)."""
+    rows, history, losses, x = table_rows(trainable.table()), [], [], x_start
+    for n, row in enumerate(rows):
+        x_in = x if (config.bptt or config.targets == "final") else x.detach()
+        if config.targets == "local":
+            target = teacher_step(model, x_in.detach(), float(sigmas[n]), float(sigmas[n + 1]),
+                                  teacher=config.teacher, inserted=config.inserted, extra_args=extra_args)  # fmt: skip
+        else:
+            target = targets[n]
+        x, _, history = advance(model, x_in, n, sigmas, row, history, extra_args, step_config)
+        if config.targets != "final" or n == len(rows) - 1:
+            losses.append(torch.mean((x - target) ** 2))
+    return losses, x
+
+
+def validation_error(model, table: EPDParams, x_val, y_val, step_config: StepConfig, extra_args) -> float:
+    """Mean L2 distance of the student's final state to the teacher's on the validation batch."""
+    with torch.no_grad():
+        out = run_epd(model, x_val, table.sigmas, extra_args, params=table, kind=step_config.kind,
+                      form=step_config.form, afs=step_config.afs, max_order=step_config.max_order)  # fmt: skip
+    return (out - y_val).flatten(1).norm(dim=1).mean().item()
+
+
+def distill(
+    model: Callable[..., torch.Tensor],
+    start: EPDParams,
+    noise_fn: NoiseFn,
+    config: DistillConfig = DistillConfig(),
+    *,
+    step_config: StepConfig = StepConfig(),
+    extra_args: dict[str, Any] | None = None,
+    feature_fn: Callable[[torch.Tensor], torch.Tensor] | None = None,
+    should_stop: Callable[[], bool] | None = None,
+) -> Iterator[DistillStats]:
+    """Learn ``start``'s logits so the student matches the teacher (epd-method.md §3.1-3.3).
+
+    noise_fn(batch, generator) -> x at sigmas[0]. The model stays frozen: gradients reach
+    only the table, through the model's inputs. Deterministic for a fixed seed.
+    """
+    sigmas = start.sigmas
+    check_config(config, start, sigmas)
+    extra_args = {} if extra_args is None else extra_args
+    teach = {"teacher": config.teacher, "inserted": config.inserted, "extra_args": extra_args}
+    gen, val_gen = torch.Generator().manual_seed(config.seed), torch.Generator().manual_seed(config.seed + 1)
+    x_val = noise_fn(config.val_batch, val_gen)
+    y_val = teacher_trajectory(model, x_val, sigmas, **teach)[-1]
+    trainable = TrainableTable(start, config.learn_scales)
+    optimiser = torch.optim.Adam([p for p in trainable.parameters() if p.requires_grad], lr=config.lr)
+    best_table = trainable.export()
+    best = validation_error(model, best_table, x_val, y_val, step_config, extra_args)
+    for it in range(config.iterations):
+        if should_stop is not None and should_stop():
+            return
+        lr = cosine_lr(config, it)
+        for group in optimiser.param_groups:
+            group["lr"] = lr
+        x_start = noise_fn(config.batch, gen)
+        targets = teacher_trajectory(model, x_start, sigmas, **teach) if config.targets != "local" else None
+        losses, x_end = student_losses(model, x_start, sigmas, trainable, targets, config, step_config, extra_args)
+        if feature_fn is not None and config.feature_weight > 0:
+            y_end = targets[-1] if targets is not None else teacher_trajectory(model, x_start, sigmas, **teach)[-1]
+            losses.append(config.feature_weight * torch.mean((feature_fn(x_end) - feature_fn(y_end)) ** 2))
+        loss = torch.stack(losses).sum()
+        optimiser.zero_grad(set_to_none=True)
+        loss.backward()
+        for p in trainable.parameters():
+            if p.grad is not None:
+                p.grad.nan_to_num_(nan=0.0, posinf=1e5, neginf=-1e5)  # as upstream: one bad batch must not poison the table
+        optimiser.step()
+        val = None
+        if (it + 1) % config.eval_every == 0 or it + 1 == config.iterations:
+            val = validation_error(model, trainable.export(), x_val, y_val, step_config, extra_args)
+            if val < best:
+                best, best_table = val, trainable.export()
+        yield DistillStats(it + 1, loss.item(), lr, val, best, best_table)
