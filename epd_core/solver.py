@@ -7,7 +7,8 @@ sampler-function signature so they drop into ``comfy.samplers.KSAMPLER``.
 
 from __future__ import annotations
 
-from typing import Any, Callable, Literal, NamedTuple
+from collections.abc import Callable
+from typing import Any, Literal, NamedTuple
 
 import torch
 
@@ -119,20 +120,31 @@ def table_rows(params: EPDParams) -> list[dict[str, torch.Tensor]]:
 def resolve_table(
     sigmas: torch.Tensor, params: EPDParams | None, num_points: int, form: Form, afs: bool | None
 ) -> tuple[EPDParams, bool]:
-    """The table to sample with and whether AFS is on; checks the step count."""
+    """The table to sample with and whether AFS is on.
+
+    A table's positions are fractions of each step, so a table with the right step count
+    is applied to the sigmas actually given (re-based when its own grid differs).
+    """
     steps = len(sigmas) - 1
+    grid = sigmas.detach().double().cpu()
     if params is None:
-        params = default_table(sigmas.detach().double().cpu(), num_points, form=form)
+        params = default_table(grid, num_points, form=form)
     elif params.num_steps != steps:
         raise ValueError(
             f"EPD table has {params.num_steps} steps but the sigmas give {steps}; "
             "feed the sampler the table's own grid (EPD Sigmas node) or use a table made for this step count"
         )
+    elif not torch.equal(params.sigmas, grid):
+        params = params.replace(sigmas=grid)
     return params, params.afs if afs is None else bool(afs)
 
 
 def _check_options(kind: str, form: str, parallel: str) -> None:
-    for name, value, allowed in (("kind", kind, KINDS), ("form", form, FORMS), ("parallel", parallel, ("batched", "sequential"))):
+    for name, value, allowed in (
+        ("kind", kind, KINDS),
+        ("form", form, FORMS),
+        ("parallel", parallel, ("batched", "sequential")),
+    ):
         if value not in allowed:
             raise ValueError(f"{name}={value!r} is not one of {allowed}")
 
@@ -244,7 +256,9 @@ def sample_epd(model, x, sigmas, extra_args=None, callback=None, disable=None, *
 
 
 @torch.no_grad()
-def sample_epd_plugin(model, x, sigmas, extra_args=None, callback=None, disable=None, *, max_order: int = 3, **options: Any) -> torch.Tensor:
+def sample_epd_plugin(
+    model, x, sigmas, extra_args=None, callback=None, disable=None, *, max_order: int = 3, **options: Any
+) -> torch.Tensor:
     """EPD-Plugin on iPNDM (epd-method.md §2): Adams-Bashforth jumps to the K points.
 
     The history holds the anchor directions d_n only, as upstream does.

@@ -9,7 +9,8 @@ so far, by error on a fixed validation batch, is in every DistillStats.
 from __future__ import annotations
 
 import math
-from typing import Any, Callable, Iterator, NamedTuple
+from collections.abc import Callable, Iterator
+from typing import Any, NamedTuple
 
 import torch
 
@@ -29,7 +30,9 @@ class DistillConfig(NamedTuple):
     lr_min: float = 0.01  # cosine-annealed floor (paper: 0.01)
     teacher: str = "heun"  # a name in distill.teacher.TEACHERS
     inserted: int = 3  # M: teacher sub-steps inserted per student step
-    targets: str = "global"  # global: teacher from the same noise; local: teacher restarted per step; final: last state only
+    targets: str = (
+        "global"  # global: teacher from the same noise; local: teacher restarted per step; final: last state only
+    )
     bptt: bool = False  # backpropagate through earlier steps (always on for "final")
     learn_scales: bool = True  # learn c and a when the table's scale ranges are > 0
     feature_weight: float = 0.0  # alpha on the final-state feature loss, when a feature function is given
@@ -59,7 +62,9 @@ def check_config(config: DistillConfig, start: EPDParams, sigmas: torch.Tensor) 
     if not 0 < config.lr_min <= config.lr:
         problems.append(f"need 0 < lr_min <= lr, got lr={config.lr}, lr_min={config.lr_min}")
     if start.num_steps != len(sigmas) - 1 or not torch.allclose(start.sigmas, sigmas.double().cpu()):
-        problems.append(f"the starting table's grid ({start.num_steps} steps) differs from the requested grid ({len(sigmas) - 1} steps)")
+        problems.append(
+            f"the starting table's grid ({start.num_steps} steps) differs from the requested grid ({len(sigmas) - 1} steps)"
+        )
     if problems:
         raise ValueError("EPD distillation: " + "; ".join(problems))
 
@@ -68,7 +73,9 @@ def cosine_lr(config: DistillConfig, iteration: int) -> float:
     return config.lr_min + 0.5 * (config.lr - config.lr_min) * (1 + math.cos(math.pi * iteration / config.iterations))
 
 
-def student_losses(model, x_start, sigmas, trainable, targets, config, step_config, extra_args) -> tuple[list[torch.Tensor], torch.Tensor]:
+def student_losses(
+    model, x_start, sigmas, trainable, targets, config, step_config, extra_args
+) -> tuple[list[torch.Tensor], torch.Tensor]:
     """Unroll the student from x_start; per-step MSE against targets (or the final one only)."""
     rows, history, losses, x = table_rows(trainable.table()), [], [], x_start
     for n, row in enumerate(rows):
@@ -96,9 +103,9 @@ def distill(
     model: Callable[..., torch.Tensor],
     start: EPDParams,
     noise_fn: NoiseFn,
-    config: DistillConfig = DistillConfig(),
+    config: DistillConfig | None = None,
     *,
-    step_config: StepConfig = StepConfig(),
+    step_config: StepConfig | None = None,
     extra_args: dict[str, Any] | None = None,
     feature_fn: Callable[[torch.Tensor], torch.Tensor] | None = None,
     should_stop: Callable[[], bool] | None = None,
@@ -108,6 +115,8 @@ def distill(
     noise_fn(batch, generator) -> x at sigmas[0]. The model stays frozen: gradients reach
     only the table, through the model's inputs. Deterministic for a fixed seed.
     """
+    config = DistillConfig() if config is None else config
+    step_config = StepConfig() if step_config is None else step_config
     sigmas = start.sigmas
     check_config(config, start, sigmas)
     extra_args = {} if extra_args is None else extra_args
@@ -136,7 +145,9 @@ def distill(
         loss.backward()
         for p in trainable.parameters():
             if p.grad is not None:
-                p.grad.nan_to_num_(nan=0.0, posinf=1e5, neginf=-1e5)  # as upstream: one bad batch must not poison the table
+                p.grad.nan_to_num_(
+                    nan=0.0, posinf=1e5, neginf=-1e5
+                )  # as upstream: one bad batch must not poison the table
         optimiser.step()
         val = None
         if (it + 1) % config.eval_every == 0 or it + 1 == config.iterations:

@@ -35,7 +35,9 @@ def exact_ve(x: torch.Tensor, sigma: float, sigma_next: float) -> torch.Tensor:
 
 
 def start(batch: int = 3, sigma: float = 10.0) -> torch.Tensor:
-    return MEAN + torch.randn(batch, 4, generator=torch.Generator().manual_seed(0), dtype=torch.float64) * math.hypot(STD, sigma)
+    return MEAN + torch.randn(batch, 4, generator=torch.Generator().manual_seed(0), dtype=torch.float64) * math.hypot(
+        STD, sigma
+    )
 
 
 def table(sigmas: torch.Tensor, r: list[float], lam: list[float], **kw) -> EPDParams:
@@ -211,3 +213,13 @@ def test_dtype_follows_the_model_input() -> None:
     x = start().float()
     y = sample_epd(lambda x, s: GAUSS.denoise(x, s), x, get_sigmas_polynomial(4, 0.1, 10.0))
     assert y.dtype == torch.float32
+
+
+def test_a_table_is_applied_to_the_sigmas_it_is_given() -> None:
+    # Positions are fractions of each step: a table made on grid A and run on grid B must equal
+    # the same positions and weights built on grid B.
+    grid_a, grid_b = get_sigmas_polynomial(5, 0.05, 10.0), get_sigmas_logsnr(5, 0.05, 10.0)
+    r, lam = [0.2, 0.7], [0.3, 0.7]
+    x = start()
+    on_b = sample_epd(Counting(), x, grid_b, params=table(grid_a, r, lam))
+    torch.testing.assert_close(on_b, sample_epd(Counting(), x, grid_b, params=table(grid_b, r, lam)), rtol=0, atol=0)

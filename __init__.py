@@ -1,0 +1,19 @@
+"""ComfyUI-EPD: EPD-Solver sampling for ComfyUI (comfyui-integration.md §2.3, §9).
+
+ComfyUI imports this folder as a package; only the V3 entry point and the web folder
+are exported (a NODE_CLASS_MAPPINGS here would make ComfyUI skip the entry point).
+Set EPD_KSAMPLER_ENTRY=1 to also add "epd" to the KSampler sampler list.
+"""
+
+from __future__ import annotations
+
+try:  # feature probe: only inside ComfyUI is there a node API to register with
+    import comfy  # noqa: F401
+except ImportError:  # e.g. pytest importing the repo root as a package while running the core tests
+    comfy_entrypoint = None
+else:
+    from .nodes import comfy_entrypoint
+
+WEB_DIRECTORY = "./web"
+
+__all__ = ["WEB_DIRECTORY", "comfy_entrypoint"]

@@ -1,0 +1,33 @@
+"""Node-facing errors: prefix the node's display name (style.md §6)."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+_SAFE_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9 _.\-]{0,120}")
+SUFFIX = ".safetensors"
+
+
+@contextmanager
+def node_errors(node: str) -> Iterator[None]:
+    """Re-raise engine and file errors as ValueError prefixed with the node's display name."""
+    try:
+        yield
+    except (ValueError, TypeError, FileNotFoundError) as err:
+        if str(err).startswith(node):
+            raise
+        raise ValueError(f"{node}: {err}") from err
+
+
+def table_file_name(name: str, node: str) -> str:
+    """A plain file name for models/epd: no folders, .safetensors appended."""
+    stem = name.strip()
+    stem = stem[: -len(SUFFIX)] if stem.lower().endswith(SUFFIX) else stem
+    if not _SAFE_NAME.fullmatch(stem) or stem.endswith("."):
+        raise ValueError(
+            f"{node}: name {name!r} is not a plain file name; use letters, digits, spaces, '_', '-' or '.' "
+            "(no folders, at most 121 characters), e.g. sd15_epd_8steps."
+        )
+    return stem + SUFFIX

@@ -1,0 +1,47 @@
+"""The pack's ComfyExtension and entry point (comfyui-integration.md §2.2, §2.3)."""
+
+from __future__ import annotations
+
+import logging
+import os
+
+from . import bridge, folders
+from ._api import ComfyExtension, io
+from .file_nodes import EPDImportUpstreamTable, EPDLoadTable, EPDSaveTable
+from .options import KSAMPLER_ENTRY_ENV, KSAMPLER_ENTRY_NAME
+from .sampler_nodes import EPDSampler, EPDSigmas
+from .table_nodes import EPDDefaultTable, EPDTable
+
+log = logging.getLogger(__name__)
+
+NODES: tuple[type[io.ComfyNode], ...] = (
+    EPDSampler,
+    EPDSigmas,
+    EPDDefaultTable,
+    EPDLoadTable,
+    EPDSaveTable,
+    EPDTable,
+    EPDImportUpstreamTable,
+)
+
+
+def ksampler_entry_requested() -> bool:
+    """True when EPD_KSAMPLER_ENTRY is set to 1 / true / yes / on (off by default)."""
+    return os.environ.get(KSAMPLER_ENTRY_ENV, "").strip().lower() in ("1", "true", "yes", "on")
+
+
+class EPDExtension(ComfyExtension):
+    """Registers the epd model folder, the optional KSampler entry and the nodes."""
+
+    async def on_load(self) -> None:
+        folders.register_folder()
+        if ksampler_entry_requested() and bridge.register_ksampler_entry():
+            log.info("EPD: added %r to the KSampler sampler list (%s=1).", KSAMPLER_ENTRY_NAME, KSAMPLER_ENTRY_ENV)
+
+    async def get_node_list(self) -> list[type[io.ComfyNode]]:
+        return list(NODES)
+
+
+async def comfy_entrypoint() -> EPDExtension:
+    """Called by ComfyUI's custom-node loader."""
+    return EPDExtension()

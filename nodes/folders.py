@@ -1,0 +1,61 @@
+"""The ``epd`` model folder: models/epd, .safetensors only (comfyui-integration.md §4).
+
+folder_paths is ComfyUI's public registry for pack folders; registration respects an
+``epd`` entry that extra_model_paths.yaml may already have created.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+
+import folder_paths
+
+FOLDER = "epd"
+EXTENSIONS = frozenset({".safetensors"})
+
+
+def default_dir() -> str:
+    """models/epd of this ComfyUI install (where EPD Save Table writes)."""
+    return os.path.join(folder_paths.models_dir, FOLDER)
+
+
+def register_folder() -> None:
+    """Add models/epd as the default ``epd`` path with the .safetensors filter; idempotent."""
+    path = default_dir()
+    if FOLDER not in folder_paths.folder_names_and_paths:
+        folder_paths.folder_names_and_paths[FOLDER] = ([path], set(EXTENSIONS))
+        return
+    paths, exts = folder_paths.folder_names_and_paths[FOLDER]
+    if path not in paths:
+        paths.insert(0, path)
+    if set(exts) != EXTENSIONS:
+        folder_paths.folder_names_and_paths[FOLDER] = (paths, set(EXTENSIONS))
+        folder_paths.filename_list_cache.pop(FOLDER, None)
+
+
+def table_names() -> list[str]:
+    """Table files visible in every ``epd`` path, relative names (combo options)."""
+    register_folder()
+    return folder_paths.get_filename_list(FOLDER)
+
+
+def table_path(name: str) -> str | None:
+    """Full path of a listed table file, or None."""
+    register_folder()
+    return folder_paths.get_full_path(FOLDER, name)
+
+
+def file_digest(path: str) -> str:
+    """sha256 of a file's bytes (cache key for the loader)."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for block in iter(lambda: fh.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def input_path(path: str) -> str:
+    """A user-given path: absolute as is, relative ones against ComfyUI's input folder."""
+    path = os.path.expanduser(path.strip())
+    return path if os.path.isabs(path) else os.path.join(folder_paths.get_input_directory(), path)

@@ -1,0 +1,39 @@
+"""Adapter tests run against a real ComfyUI checkout named by COMFYUI_PATH (style.md §7).
+
+The checkout is put first on sys.path (its ``nodes`` module must win over this repo's
+``nodes`` package) and ``args.cpu`` is set before any other comfy import. The pack is
+imported as the package ``comfyui_epd``, the way ComfyUI imports a custom-node folder.
+Without COMFYUI_PATH every adapter module skips at ``pytest.importorskip("comfy")``.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[2]
+PACK = "comfyui_epd"
+
+
+def _use_comfyui() -> None:
+    """Put COMFYUI_PATH on sys.path, force CPU, import the pack as a package."""
+    checkout = os.environ.get("COMFYUI_PATH")
+    if not checkout or not (Path(checkout) / "comfy").is_dir():
+        return
+    if checkout not in sys.path:
+        sys.path.insert(0, checkout)
+    from comfy.cli_args import args
+
+    args.cpu = True
+    if PACK not in sys.modules:
+        spec = importlib.util.spec_from_file_location(
+            PACK, ROOT / "__init__.py", submodule_search_locations=[str(ROOT)]
+        )
+        module = importlib.util.module_from_spec(spec)
+        sys.modules[PACK] = module
+        spec.loader.exec_module(module)
+
+
+_use_comfyui()

@@ -1,0 +1,97 @@
+"""Node schemas: ids, types, tooltips, categories (style.md §4, §7)."""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+
+pytest.importorskip("comfy", reason="set COMFYUI_PATH to a ComfyUI checkout")
+
+import comfyui_epd  # noqa: E402
+from comfy_api.latest import ComfyExtension  # noqa: E402
+from comfyui_epd.nodes import extension, options  # noqa: E402
+
+# node_id -> (display name, input ids in order, output types); changing any of these breaks saved workflows.
+EXPECTED = {
+    "EPD_Sampler": (
+        "EPD Sampler",
+        ["table", "num_points", "plugin", "max_order", "form", "parallel", "chunk_size", "afs", "tail"],
+        ["SAMPLER"],
+    ),
+    "EPD_Sigmas": ("EPD Sigmas", ["model", "steps", "schedule", "end_at_zero", "table"], ["SIGMAS"]),
+    "EPD_DefaultTable": (
+        "EPD Default Table",
+        ["sigmas", "num_points", "kind", "form", "afs", "tail"],
+        ["EPD_TABLE"],
+    ),
+    "EPD_LoadTable": ("EPD Load Table", ["table_name"], ["EPD_TABLE"]),
+    "EPD_SaveTable": ("EPD Save Table", ["table", "name", "overwrite"], []),
+    "EPD_Table": ("EPD Table", ["table_json", "table"], ["EPD_TABLE"]),
+    "EPD_ImportUpstreamTable": (
+        "EPD Import Upstream Table",
+        ["path", "save_as", "overwrite", "sigmas"],
+        ["EPD_TABLE"],
+    ),
+}
+
+
+@pytest.fixture(scope="module")
+def node_list():
+    ext = asyncio.run(comfyui_epd.comfy_entrypoint())
+    assert isinstance(ext, ComfyExtension)
+    asyncio.run(ext.on_load())
+    return asyncio.run(ext.get_node_list())
+
+
+def test_pack_exports_only_the_entrypoint():
+    assert comfyui_epd.WEB_DIRECTORY == "./web"
+    assert not hasattr(comfyui_epd, "NODE_CLASS_MAPPINGS"), "V1 mappings would make ComfyUI skip comfy_entrypoint"
+    assert set(comfyui_epd.__all__) == {"comfy_entrypoint", "WEB_DIRECTORY"}
+
+
+def test_node_ids_inputs_and_outputs(node_list):
+    schemas = {cls.GET_SCHEMA().node_id: cls.GET_SCHEMA() for cls in node_list}
+    assert set(schemas) == set(EXPECTED)
+    for node_id, (display, inputs, outputs) in EXPECTED.items():
+        schema = schemas[node_id]
+        assert schema.display_name == display
+        assert [i.id for i in schema.inputs] == inputs, node_id
+        assert [o.io_type for o in schema.outputs] == outputs, node_id
+
+
+def test_conventions(node_list):
+    for cls in node_list:
+        schema = cls.GET_SCHEMA()
+        assert schema.node_id.startswith("EPD_") and schema.display_name.startswith("EPD ")
+        assert schema.category == "sampling/custom_sampling/epd"
+        assert schema.description, schema.node_id
+        for inp in schema.inputs:
+            assert inp.tooltip and len(inp.tooltip) > 15, f"{schema.node_id}.{inp.id} needs a tooltip"
+
+
+def test_v1_info_as_object_info_serves_it(node_list):
+    for cls in node_list:
+        info = cls.GET_NODE_INFO_V1()
+        assert info["name"] == cls.GET_SCHEMA().node_id
+        assert info["category"] == "sampling/custom_sampling/epd"
+    save = next(c for c in node_list if c.GET_SCHEMA().node_id == "EPD_SaveTable")
+    assert save.GET_NODE_INFO_V1()["output_node"] is True
+
+
+def test_defaults_come_from_one_place(node_list):
+    sampler = next(c for c in node_list if c.GET_SCHEMA().node_id == "EPD_Sampler").GET_SCHEMA()
+    by_id = {i.id: i for i in sampler.inputs}
+    assert by_id["form"].default == options.DEFAULT_FORM
+    assert by_id["parallel"].options == ["auto", "batched", "sequential"]
+    assert by_id["tail"].options == ["auto", "drop", "stop", "keep"] and by_id["tail"].default == "auto"
+    assert "sigma_min" in by_id["tail"].tooltip and "dpm_2" in by_id["tail"].tooltip
+    assert by_id["table"].optional and by_id["table"].io_type == "EPD_TABLE"
+
+
+def test_node_classes_are_small():
+    import inspect
+
+    for cls in extension.NODES:
+        lines = len(inspect.getsource(cls).splitlines())
+        assert lines < 40, f"{cls.__name__} has {lines} lines (style.md §2: < 40)"
