@@ -10,7 +10,8 @@ as k-diffusion does, because the midpoint and the trapezoid need sigma_next > 0.
 from __future__ import annotations
 
 import math
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 import torch
 

@@ -12,14 +12,23 @@ from __future__ import annotations
 
 import argparse
 import sys
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
 import numpy as np
 import torch
 
 from .baselines import run_dpm2, run_euler, run_heun, run_ipndm
-from .digits import DIGIT_SHAPE, SIGMA_MAX, SIGMA_MIN, ExactModel, digits_mixture, reference_solution, solution_error, start_noise
+from .digits import (
+    DIGIT_SHAPE,
+    SIGMA_MAX,
+    SIGMA_MIN,
+    ExactModel,
+    digits_mixture,
+    reference_solution,
+    solution_error,
+    start_noise,
+)
 from .grids import epd_sigmas
 from .png import write_png
 from .schedules import append_zero, drop_penultimate, get_sigmas_polynomial
@@ -35,6 +44,7 @@ def karras(steps: int) -> torch.Tensor:
 
 def solvers() -> dict[str, Callable[[ExactModel, torch.Tensor, int], torch.Tensor]]:
     """name -> fn(model, x, rounds); every entry spends exactly ``rounds`` sequential model calls."""
+
     # Two-round solvers take (R + 1) / 2 steps: their step to 0 (Heun, DPM-2) or their AFS first step (EPD) costs one round.
     def half(rounds: int) -> int:
         return (rounds + 1) // 2
@@ -49,7 +59,9 @@ def solvers() -> dict[str, Callable[[ExactModel, torch.Tensor, int], torch.Tenso
     }
 
 
-def run_demo(batch: int = 256, seed: int = 0) -> tuple[dict[str, dict[int, float]], dict[str, torch.Tensor], torch.Tensor]:
+def run_demo(
+    batch: int = 256, seed: int = 0
+) -> tuple[dict[str, dict[int, float]], dict[str, torch.Tensor], torch.Tensor]:
     """Errors {solver: {rounds: error}}, the 5-round samples per solver, and the reference."""
     mixture = digits_mixture()
     x = start_noise(batch, seed)

@@ -36,7 +36,9 @@ class ExactModel:
     rows with the wrong class. ``calls`` counts sequential model rounds.
     """
 
-    def __init__(self, mixture: GaussianMixture, classes: torch.Tensor | None = None, cfg: float = 1.0, flow: bool = False):
+    def __init__(
+        self, mixture: GaussianMixture, classes: torch.Tensor | None = None, cfg: float = 1.0, flow: bool = False
+    ):
         self.mixture, self.classes, self.cfg, self.flow, self.calls = mixture, classes, cfg, flow, 0
 
     def _denoise(self, x: torch.Tensor, sigma: torch.Tensor, classes: torch.Tensor | None) -> torch.Tensor:

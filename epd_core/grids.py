@@ -16,7 +16,9 @@ from .schedules import get_sigmas
 DEFAULT_SCHEDULE = "time_uniform"
 
 
-def epd_sigmas(num_steps: int, sigma_min: float, sigma_max: float, schedule: str = DEFAULT_SCHEDULE, **kw: Any) -> torch.Tensor:
+def epd_sigmas(
+    num_steps: int, sigma_min: float, sigma_max: float, schedule: str = DEFAULT_SCHEDULE, **kw: Any
+) -> torch.Tensor:
     """[num_steps + 1] float64 sigmas ending in 0 for a model with range [sigma_min, sigma_max]."""
     if num_steps < 1:
         raise ValueError(f"num_steps={num_steps} must be at least 1")

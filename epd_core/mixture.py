@@ -37,7 +37,9 @@ class GaussianMixture:
         keep = self.labels[None, :] == classes.to(self.labels.device)[:, None]
         return torch.where(keep, 0.0, -math.inf).to(self.log_weights)
 
-    def denoise(self, x: torch.Tensor, sigma: torch.Tensor | float, classes: torch.Tensor | None = None) -> torch.Tensor:
+    def denoise(
+        self, x: torch.Tensor, sigma: torch.Tensor | float, classes: torch.Tensor | None = None
+    ) -> torch.Tensor:
         """E[x0 | x] for VE noise; x [B, ...] with prod(...) = D, sigma scalar or [B], classes [B] or None."""
         shape, dtype = x.shape, x.dtype
         flat = x.reshape(shape[0], -1).to(self.means)
@@ -50,7 +52,9 @@ class GaussianMixture:
         x0 = torch.einsum("bj,bjd->bd", post, self.means[None] + shrunk)
         return x0.reshape(shape).to(dtype)
 
-    def denoise_flow(self, x: torch.Tensor, t: torch.Tensor | float, classes: torch.Tensor | None = None) -> torch.Tensor:
+    def denoise_flow(
+        self, x: torch.Tensor, t: torch.Tensor | float, classes: torch.Tensor | None = None
+    ) -> torch.Tensor:
         """E[x0 | x_t] for rectified-flow noise x_t = (1 - t) x0 + t eps, 0 <= t <= 1."""
         t = torch.as_tensor(t, dtype=x.dtype, device=x.device).reshape(-1, *([1] * (x.dim() - 1)))
         t = t.clamp(max=1 - 1e-9)  # t = 1 is pure noise: the limit is the mixture mean, reached through a huge VE sigma

@@ -20,7 +20,9 @@ def encode_png(gray: np.ndarray) -> bytes:
     pixels = (np.clip(gray, 0.0, 1.0) * 255 + 0.5).astype(np.uint8)
     rows = b"".join(b"\x00" + row.tobytes() for row in pixels)  # filter type 0 on every row
     header = struct.pack(">IIBBBBB", pixels.shape[1], pixels.shape[0], 8, 0, 0, 0, 0)
-    return b"\x89PNG\r\n\x1a\n" + _chunk(b"IHDR", header) + _chunk(b"IDAT", zlib.compress(rows, 9)) + _chunk(b"IEND", b"")
+    return (
+        b"\x89PNG\r\n\x1a\n" + _chunk(b"IHDR", header) + _chunk(b"IDAT", zlib.compress(rows, 9)) + _chunk(b"IEND", b"")
+    )
 
 
 def write_png(path: str | Path, gray: np.ndarray) -> None:

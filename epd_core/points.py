@@ -8,7 +8,8 @@ condition, whereas upstream's B-major ``repeat_interleave`` does not.
 
 from __future__ import annotations
 
-from typing import Any, Callable, Literal
+from collections.abc import Callable
+from typing import Any, Literal
 
 import torch
 

@@ -8,7 +8,8 @@ that close to 0. The teacher runs under no_grad from the same noise as the stude
 
 from __future__ import annotations
 
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 import torch
 

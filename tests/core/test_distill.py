@@ -56,7 +56,9 @@ def run(config: DistillConfig, start=None):
 
 def test_refine_interval_nests_and_reaches_zero() -> None:
     fine = refine_interval(8.0, 2.0, 3)
-    torch.testing.assert_close(fine, torch.tensor([8.0, 8.0 * 0.25**0.25, 8.0 * 0.25**0.5, 8.0 * 0.25**0.75, 2.0], dtype=torch.float64))
+    torch.testing.assert_close(
+        fine, torch.tensor([8.0, 8.0 * 0.25**0.25, 8.0 * 0.25**0.5, 8.0 * 0.25**0.75, 2.0], dtype=torch.float64)
+    )
     to_zero = refine_interval(1.0, 0.0, 2)
     assert to_zero[-1] == 0 and to_zero[-2] == pytest.approx(1e-3) and len(to_zero) == 5
 
@@ -72,7 +74,9 @@ def test_distillation_lowers_loss_and_error_on_fresh_noise() -> None:
 
 @pytest.mark.parametrize("targets,bptt", [("local", False), ("final", True), ("global", True)])
 def test_every_target_variant_improves(targets: str, bptt: bool) -> None:
-    config = DistillConfig(iterations=15, batch=8, teacher="dpm_2", inserted=7, eval_every=5, targets=targets, bptt=bptt)
+    config = DistillConfig(
+        iterations=15, batch=8, teacher="dpm_2", inserted=7, eval_every=5, targets=targets, bptt=bptt
+    )
     _, stats = run(config)
     assert stats[-1].best_val_error < stats[0].best_val_error
 
@@ -105,14 +109,24 @@ def test_backbone_parameters_get_no_gradient() -> None:
         return MIX.denoise(x, sigma) + 0.0 * net(x)
 
     config = DistillConfig(iterations=2, batch=4, teacher="heun", inserted=1, eval_every=1)
-    list(distill(frozen, default_table(grid(), 2, form="direction"), noise_fn, config, step_config=StepConfig(form="direction")))
+    list(
+        distill(
+            frozen,
+            default_table(grid(), 2, form="direction"),
+            noise_fn,
+            config,
+            step_config=StepConfig(form="direction"),
+        )
+    )
     assert net.weight.grad is None
 
 
 def test_bad_settings_are_reported_together_before_compute() -> None:
     config = DistillConfig(iterations=0, teacher="rk45", targets="sideways", lr=0.1, lr_min=0.5)
     other_grid = get_sigmas_polynomial(6, 0.05, SIGMA_MAX)
-    with pytest.raises(ValueError, match=r"iterations.*targets='sideways'.*teacher='rk45'.*lr_min.*differs from the requested grid"):
+    with pytest.raises(
+        ValueError, match=r"iterations.*targets='sideways'.*teacher='rk45'.*lr_min.*differs from the requested grid"
+    ):
         from epd_core.distill.loop import check_config
 
         check_config(config, default_table(grid()), other_grid)
