@@ -7,6 +7,7 @@ import os
 
 from . import bridge, folders
 from ._api import ComfyExtension, io
+from .distill_nodes import EPDDistill
 from .file_nodes import EPDImportUpstreamTable, EPDLoadTable, EPDSaveTable
 from .options import KSAMPLER_ENTRY_ENV, KSAMPLER_ENTRY_NAME
 from .sampler_nodes import EPDSampler, EPDSigmas
@@ -22,6 +23,7 @@ NODES: tuple[type[io.ComfyNode], ...] = (
     EPDSaveTable,
     EPDTable,
     EPDImportUpstreamTable,
+    EPDDistill,
 )
 
 

@@ -1,0 +1,174 @@
+"""EPD Distill: learn an EPD table from a teacher on the user's own model (issue 3, epd-method.md §3).
+
+The loop is epd_core.distill; the training half of the bridge runs it through a real
+CFGGuider. A conditioning list becomes one batch with a prompt per row, so every
+iteration and the validation batch cover all prompts.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from ..epd_core.distill import TEACHERS, DistillConfig, distill
+from ..epd_core.distill.loop import TARGETS
+from ..epd_core.solver import StepConfig, prepare_sigmas
+from ..epd_core.tables import default_table
+from . import bridge, training_bridge
+from ._api import io
+from .errors import node_errors
+from .options import CATEGORY, SCHEDULES, TABLE_FORMS
+from .types import num_points_input, table_input, table_output
+
+log = logging.getLogger(__name__)
+
+DISTILL_NODE = "EPD Distill"
+LossMap = io.Custom("LOSS_MAP")
+
+
+def distill_inputs() -> list[io.Input]:
+    """Inputs of EPD Distill; every one arrives as a list (is_input_list)."""
+    adv = {"advanced": True}
+    return [
+        io.Model.Input("model", tooltip="The model to distil the table for; it stays frozen."),
+        io.Conditioning.Input("positive", tooltip="Prompts to learn across; a list gives one prompt per sample row."),
+        io.Conditioning.Input("negative", tooltip="Negative prompt(s): one, or one per positive prompt."),
+        io.Float.Input(
+            "cfg", default=7.5, min=0.0, max=30.0, step=0.1, tooltip="Guidance scale; a table is specific to it."
+        ),
+        io.Int.Input("width", default=512, min=16, max=4096, step=8, tooltip="Image width the table is learned at."),
+        io.Int.Input("height", default=512, min=16, max=4096, step=8, tooltip="Image height the table is learned at."),
+        io.Int.Input("batch", default=4, min=1, max=64, tooltip="Noise samples per iteration."),
+        io.Int.Input(
+            "steps",
+            default=5,
+            min=1,
+            max=50,
+            tooltip="Student EPD steps (2 model rounds each, 1 on an AFS first step).",
+        ),
+        num_points_input(),
+        io.Combo.Input(
+            "form", options=list(TABLE_FORMS), default="direction", tooltip="Step form the table is learned for."
+        ),
+        io.Combo.Input(
+            "schedule", options=list(SCHEDULES), default="time_uniform", tooltip="Student grid (ends in 0)."
+        ),
+        io.Combo.Input("teacher", options=list(TEACHERS), default="dpm_2", tooltip="High-accuracy teacher solver."),
+        io.Int.Input(
+            "teacher_substeps", default=15, min=1, max=100, tooltip="M: teacher steps inserted per student step."
+        ),
+        io.Int.Input("iterations", default=100, min=1, max=100000, tooltip="Optimiser steps (one noise batch each)."),
+        io.Float.Input(
+            "lr",
+            default=0.2,
+            min=1e-5,
+            max=10.0,
+            step=0.01,
+            tooltip="Adam learning rate, cosine-decayed to lr_min.",
+            **adv,
+        ),
+        io.Float.Input("lr_min", default=0.01, min=1e-6, max=10.0, step=0.001, tooltip="Final learning rate.", **adv),
+        io.Combo.Input(
+            "targets",
+            options=list(TARGETS),
+            default="global",
+            tooltip="global: teacher trajectory from the same noise; "
+            "local: teacher restarted from the student's state; final: last state only (needs bptt).",
+            **adv,
+        ),  # fmt: skip
+        io.Boolean.Input("bptt", default=False, tooltip="Backpropagate through all steps (more memory).", **adv),
+        io.Float.Input(
+            "scale_range",
+            default=0.05,
+            min=0.0,
+            max=0.5,
+            step=0.01,
+            tooltip="Learned direction/time scales stay within 1 +/- this (0 = off).",
+            **adv,
+        ),
+        io.Boolean.Input("afs", default=True, tooltip="Analytical first step: saves one model round from pure noise."),
+        io.Int.Input(
+            "seed", default=0, min=0, max=2**31 - 1, tooltip="Noise seed; the result is deterministic for a seed."
+        ),
+        table_input("Optional starting table (its grid and K are used; steps/schedule are then ignored)."),
+    ]
+
+
+def student_start(model: Any, opts: dict[str, Any]) -> Any:
+    """The starting table: the given one, or a default table on the chosen grid (sigma tail dropped)."""
+    if opts.get("table") is not None:
+        return opts["table"]
+    grid = bridge.schedule_sigmas(model, opts["schedule"], opts["steps"], True, DISTILL_NODE)
+    grid = prepare_sigmas(grid.double(), "drop")
+    table = default_table(grid, opts["num_points"], form=opts["form"], afs=opts["afs"])
+    scale = float(opts["scale_range"])
+    return table.replace(scale_dir=scale, scale_time=scale) if scale > 0 else table
+
+
+def distill_config(opts: dict[str, Any]) -> DistillConfig:
+    return DistillConfig(
+        iterations=opts["iterations"], batch=opts["batch"], lr=opts["lr"], lr_min=opts["lr_min"],
+        teacher=opts["teacher"], inserted=opts["teacher_substeps"], targets=opts["targets"],
+        bptt=opts["bptt"] or opts["targets"] == "final", learn_scales=opts["scale_range"] > 0,
+        eval_every=max(1, opts["iterations"] // 20), val_batch=max(opts["batch"], 8), seed=opts["seed"],
+    )  # fmt: skip
+
+
+def run_distill(model: Any, positive: list, negative: list, opts: dict[str, Any], node_id: str | None):
+    """Build the start table and config, run the loop through the guider; returns (table, losses)."""
+    start = student_start(model, opts)
+    config = distill_config(opts)
+    if len(negative) not in (1, len(positive)):
+        raise ValueError(
+            f"{DISTILL_NODE}: got {len(positive)} positive and {len(negative)} negative prompts; give one negative or one per positive."
+        )
+    pos = training_bridge.stack_conditioning(positive, DISTILL_NODE)
+    neg = training_bridge.stack_conditioning(negative if len(negative) > 1 else negative * len(positive), DISTILL_NODE)
+    rows = len(positive) * ((config.batch + len(positive) - 1) // len(positive))
+    config = config._replace(batch=rows, val_batch=max(config.val_batch, rows))
+    shape = training_bridge.latent_shape(model, rows, opts["width"], opts["height"])
+    noise_fn = training_bridge.noise_fn_for(model, shape, float(start.sigmas[0]))
+    kind = bridge.kind_of(model.get_model_object("model_sampling"))
+    step_config = StepConfig(kind=kind, form=opts["form"], afs=start.afs)
+    reporter = training_bridge.Reporter(config.iterations, node_id)
+
+    def loop(denoiser):
+        stats, losses = None, []
+        for stats in distill(
+            denoiser, start, noise_fn, config, step_config=step_config, should_stop=reporter.should_stop
+        ):
+            losses.append(stats.loss)
+            reporter.update(stats.iteration, loss=stats.loss, val=stats.best_val_error)
+        return (stats.best_table if stats else start), losses
+
+    best, losses = training_bridge.run_in_guider(model, pos, neg, opts["cfg"], start.sigmas, shape, loop)
+    meta = {"provenance": "distilled", "teacher": opts["teacher"], "teacher_substeps": opts["teacher_substeps"],
+            "iterations": len(losses), "final_loss": losses[-1] if losses else None, "guidance": opts["cfg"],
+            "form": opts["form"], "kind": kind, "cancelled": reporter.cancelled, "targets": opts["targets"]}  # fmt: skip
+    return best.replace(metadata={**dict(best.metadata), **meta}), losses
+
+
+class EPDDistill(io.ComfyNode):
+    """EPD Distill -> EPD_TABLE, LOSS_MAP (issue 3)."""
+
+    @classmethod
+    def define_schema(cls) -> io.Schema:
+        return io.Schema(
+            node_id="EPD_Distill",
+            display_name=DISTILL_NODE,
+            category=CATEGORY,
+            description="Learn an EPD table (positions, weights, scales) from a high-accuracy teacher on your own model. "
+            "The model is never trained. Cancel keeps the best table so far.",
+            inputs=distill_inputs(),
+            outputs=[table_output(), LossMap.Output(display_name="loss", tooltip="For Plot Loss Graph.")],
+            hidden=[io.Hidden.unique_id],
+            is_input_list=True,
+            is_experimental=True,
+        )
+
+    @classmethod
+    def execute(cls, model: list, positive: list, negative: list, **lists: list) -> io.NodeOutput:
+        opts = {k: v[0] for k, v in lists.items()}
+        with node_errors(DISTILL_NODE):
+            table, losses = run_distill(model[0], positive, negative, opts, getattr(cls.hidden, "unique_id", None))
+        return io.NodeOutput(table, {"loss": losses})

@@ -1,0 +1,74 @@
+"""EPD Distill through ComfyUI's real CFGGuider on the exact toy MODEL (issue 3)."""
+
+from __future__ import annotations
+
+import pytest
+
+pytest.importorskip("comfy", reason="set COMFYUI_PATH to a ComfyUI checkout")
+
+import comfy.model_management  # noqa: E402
+import torch  # noqa: E402
+from comfyui_epd.epd_core.digits import digits_mixture  # noqa: E402
+from comfyui_epd.nodes import training_bridge  # noqa: E402
+from comfyui_epd.nodes.distill_nodes import EPDDistill, run_distill  # noqa: E402
+
+toy = pytest.importorskip("testing_nodes.toy_model", reason="testing_nodes needs ComfyUI")
+
+
+@pytest.fixture(scope="module")
+def model():
+    return toy.toy_model_patcher(digits_mixture(), "edm")
+
+
+def options(**changes):
+    opts = dict(cfg=3.0, width=32, height=32, batch=4, steps=2, num_points=2, form="direction", schedule="time_uniform",
+                teacher="dpm_2", teacher_substeps=3, iterations=6, lr=0.2, lr_min=0.01, targets="global", bptt=False,
+                scale_range=0.05, afs=True, seed=0, table=None)  # fmt: skip
+    opts.update(changes)
+    return opts
+
+
+def test_distill_node_runs_through_cfg_guider(model):
+    positive = [toy.class_conditioning(c) for c in (1, 7)]
+    table, losses = run_distill(model, positive, [toy.empty_conditioning()], options(iterations=4), None)
+    assert table.num_steps == 2 and table.metadata["provenance"] == "distilled" and table.metadata["guidance"] == 3.0
+    assert len(losses) == 4 and all(torch.isfinite(torch.tensor(losses)))
+    assert not table.r_logits.requires_grad
+    assert not comfy.model_management.in_training, "in_training is reset after the loop"
+
+
+def test_node_execute_returns_table_and_loss_map(model):
+    lists = {k: [v] for k, v in options(iterations=2).items()}
+    out = EPDDistill.execute([model], [toy.class_conditioning(3)], [toy.empty_conditioning()], **lists)
+    table, loss_map = out.result
+    assert table.num_points == 2 and len(loss_map["loss"]) == 2
+
+
+def test_cancel_returns_the_best_table_so_far(model, monkeypatch):
+    calls = {"n": 0}
+    real = comfy.model_management.processing_interrupted
+
+    def interrupted():
+        calls["n"] += 1
+        return calls["n"] >= 3 or real()
+
+    monkeypatch.setattr(comfy.model_management, "processing_interrupted", interrupted)
+    table, losses = run_distill(model, [toy.class_conditioning(2)], [toy.empty_conditioning()], options(iterations=50), None)
+    assert len(losses) == 2 and table.metadata["cancelled"] is True
+    assert not real(), "the cancel flag is cleared so the rest of the graph (e.g. EPD Save Table) still runs"
+
+
+def test_mismatched_prompt_lists_are_a_clear_error(model):
+    pos = [toy.class_conditioning(c) for c in (1, 2, 3)]
+    neg = [toy.empty_conditioning(), toy.empty_conditioning()]
+    with pytest.raises(ValueError, match="EPD Distill: got 3 positive and 2 negative prompts"):
+        run_distill(model, pos, neg, options(), None)
+
+
+def test_stack_conditioning_needs_equal_token_lengths():
+    a = [[torch.zeros(1, 77, 8), {}]]
+    b = [[torch.zeros(1, 154, 8), {}]]
+    with pytest.raises(ValueError, match="different token lengths"):
+        training_bridge.stack_conditioning([a, b], "EPD Distill")
+    stacked = training_bridge.stack_conditioning([a, a], "EPD Distill")
+    assert stacked[0][0].shape == (2, 77, 8)
