@@ -130,3 +130,15 @@ def test_bad_settings_are_reported_together_before_compute() -> None:
         from epd_core.distill.loop import check_config
 
         check_config(config, default_table(grid()), other_grid)
+
+
+def test_headless_cli_writes_a_loadable_table(tmp_path, capsys) -> None:
+    from epd_core.distill.__main__ import main
+    from epd_core.table_io import load_table
+
+    out = tmp_path / "t.safetensors"
+    argv = [str(out), "--model", "tests.core.test_distill:model", "--shape", "4", "--sigma-max", "20", "--steps", "2"]
+    assert main([*argv, "--iterations", "3", "--batch", "4", "--teacher-substeps", "3", "--log-every", "1"]) == 0
+    table = load_table(out)
+    assert table.num_steps == 2 and table.metadata["provenance"] == "distilled"
+    assert "iter     3" in capsys.readouterr().out
