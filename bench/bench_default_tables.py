@@ -13,7 +13,15 @@ import sys
 
 import torch
 
-from epd_core.digits import SIGMA_MAX, SIGMA_MIN, ExactModel, digits_mixture, reference_solution, solution_error, start_noise
+from epd_core.digits import (
+    SIGMA_MAX,
+    SIGMA_MIN,
+    ExactModel,
+    digits_mixture,
+    reference_solution,
+    solution_error,
+    start_noise,
+)
 from epd_core.grids import epd_sigmas
 from epd_core.solver import sample_epd
 from epd_core.tables import default_table
@@ -28,7 +36,9 @@ def row(mixture, classes, cfg: float, num_points: int, kind: str, form: str) -> 
     for rounds in ROUNDS:
         sigmas = epd_sigmas((rounds + 1) // 2, SIGMA_MIN, SIGMA_MAX)
         table = default_table(sigmas, num_points, kind, form=form, afs=True)
-        errors.append(solution_error(sample_epd(ExactModel(mixture, classes, cfg), x, sigmas, params=table, form=form), ref))
+        errors.append(
+            solution_error(sample_epd(ExactModel(mixture, classes, cfg), x, sigmas, params=table, form=form), ref)
+        )
     return errors
 
 
@@ -44,7 +54,11 @@ def main() -> int:
             for num_points in (1, 2, 3, 4):
                 for kind in ("uniform", "gauss_legendre"):
                     errs = row(mixture, classes, cfg or 1.0, num_points, kind, form)
-                    out.write(f"| {setting} | {form} | {num_points} | {kind} | " + " | ".join(f"{e:.3f}" for e in errs) + " |\n")
+                    out.write(
+                        f"| {setting} | {form} | {num_points} | {kind} | "
+                        + " | ".join(f"{e:.3f}" for e in errs)
+                        + " |\n"
+                    )
     return 0
 
 
