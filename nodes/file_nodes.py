@@ -110,7 +110,8 @@ def import_inputs() -> list[io.Input]:
         io.String.Input(
             "path",
             default="",
-            tooltip="Path of the upstream .pkl; relative paths are resolved against ComfyUI's input folder.",
+            tooltip="Path of the upstream .pkl relative to ComfyUI's input folder (e.g. epd/sd15-best.pkl); "
+            "paths that leave the input folder are refused.",
         ),
         io.String.Input(
             "save_as",

@@ -56,6 +56,16 @@ def file_digest(path: str) -> str:
 
 
 def input_path(path: str) -> str:
-    """A user-given path: absolute as is, relative ones against ComfyUI's input folder."""
-    path = os.path.expanduser(path.strip())
-    return path if os.path.isabs(path) else os.path.join(folder_paths.get_input_directory(), path)
+    """A user-given path inside ComfyUI's input folder; anything that leaves it is refused.
+
+    A node's path widget can be set by anyone who can queue a prompt, so it must not
+    reach files outside the folder ComfyUI already exposes for uploads.
+    """
+    root = os.path.realpath(folder_paths.get_input_directory())
+    full = os.path.realpath(os.path.join(root, path.strip()))
+    if os.path.commonpath([root, full]) != root:
+        raise ValueError(
+            f"the path {path.strip()!r} leaves ComfyUI's input folder; put the .pkl in the input folder "
+            "(e.g. input/epd/) and give its path relative to it"
+        )
+    return full

@@ -37,3 +37,8 @@ FORM_TOOLTIP = (
     "exact exponential-integrator step; stays stable under strong CFG. auto: the table's own form if it records "
     "one, else direction at cfg <= 1 and data above."
 )
+TABLE_FORM_TOOLTIP = (
+    "The step form the table is made for (recorded in the table; EPD Sampler's form=auto follows it). "
+    "direction: the paper's weighted sum of slopes; data: averaged denoised predictions and one "
+    "exponential-integrator step, stable under strong CFG."
+)

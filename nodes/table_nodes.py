@@ -20,7 +20,7 @@ def default_table_inputs() -> list[io.Input]:
     """Inputs of EPD Default Table."""
     return [
         io.Sigmas.Input("sigmas", tooltip="The grid to build the table for (the tail rule is applied first)."),
-        num_points_input(),
+        num_points_input(with_table=False),
         io.Combo.Input(
             "kind",
             options=list(TABLE_KINDS),

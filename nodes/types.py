@@ -3,7 +3,16 @@
 from __future__ import annotations
 
 from ._api import io
-from .options import DEFAULT_FORM, DEFAULT_TABLE_FORM, FORM_TOOLTIP, FORMS, TABLE_FORMS, TAIL_TOOLTIP, TAILS
+from .options import (
+    DEFAULT_FORM,
+    DEFAULT_TABLE_FORM,
+    FORM_TOOLTIP,
+    FORMS,
+    TABLE_FORM_TOOLTIP,
+    TABLE_FORMS,
+    TAIL_TOOLTIP,
+    TAILS,
+)
 
 EPDTable = io.Custom("EPD_TABLE")
 
@@ -23,7 +32,7 @@ def table_output() -> io.Output:
 def form_input(for_table: bool = False) -> io.Input:
     """The step-form combo: auto | direction | data on the sampler, direction | data on a table."""
     if for_table:
-        return io.Combo.Input("form", options=list(TABLE_FORMS), default=DEFAULT_TABLE_FORM, tooltip=FORM_TOOLTIP)
+        return io.Combo.Input("form", options=list(TABLE_FORMS), default=DEFAULT_TABLE_FORM, tooltip=TABLE_FORM_TOOLTIP)
     return io.Combo.Input("form", options=list(FORMS), default=DEFAULT_FORM, tooltip=FORM_TOOLTIP)
 
 
@@ -32,16 +41,13 @@ def tail_input() -> io.Input:
     return io.Combo.Input("tail", options=list(TAILS), default="auto", tooltip=TAIL_TOOLTIP, advanced=True)
 
 
-def num_points_input() -> io.Input:
+K_TOOLTIP = "K, the number of intermediate points evaluated in parallel per step (one batched model call)."
+
+
+def num_points_input(with_table: bool = True) -> io.Input:
     """K, the number of parallel points per step."""
-    return io.Int.Input(
-        "num_points",
-        default=2,
-        min=1,
-        max=8,
-        tooltip="K, the number of intermediate points evaluated in parallel per step (one batched model call). "
-        "Used only when no table is connected; a table brings its own K.",
-    )
+    note = " Used only when no table is connected; a table brings its own K." if with_table else ""
+    return io.Int.Input("num_points", default=2, min=1, max=8, tooltip=K_TOOLTIP + note)
 
 
 def overwrite_input() -> io.Input:

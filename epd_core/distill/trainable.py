@@ -18,7 +18,9 @@ class TrainableTable(torch.nn.Module):
 
     def __init__(self, start: EPDParams, learn_scales: bool = True) -> None:
         super().__init__()
-        self.start = start
+        # Fresh copies: a table made under torch.inference_mode (inside a ComfyUI prompt) cannot be
+        # saved for backward, and this module must never alias the caller's tensors.
+        self.start = start.replace(sigmas=start.sigmas.detach().clone())
         self.r_logits = torch.nn.Parameter(start.r_logits.detach().clone())
         self.weight_logits = torch.nn.Parameter(start.weight_logits.detach().clone())
         for name, scale in (("scale_dir_logits", start.scale_dir), ("scale_time_logits", start.scale_time)):

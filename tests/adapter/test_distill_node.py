@@ -53,7 +53,9 @@ def test_cancel_returns_the_best_table_so_far(model, monkeypatch):
         return calls["n"] >= 3 or real()
 
     monkeypatch.setattr(comfy.model_management, "processing_interrupted", interrupted)
-    table, losses = run_distill(model, [toy.class_conditioning(2)], [toy.empty_conditioning()], options(iterations=50), None)
+    table, losses = run_distill(
+        model, [toy.class_conditioning(2)], [toy.empty_conditioning()], options(iterations=50), None
+    )
     assert len(losses) == 2 and table.metadata["cancelled"] is True
     assert not real(), "the cancel flag is cleared so the rest of the graph (e.g. EPD Save Table) still runs"
 
@@ -72,3 +74,12 @@ def test_stack_conditioning_needs_equal_token_lengths():
         training_bridge.stack_conditioning([a, b], "EPD Distill")
     stacked = training_bridge.stack_conditioning([a, a], "EPD Distill")
     assert stacked[0][0].shape == (2, 77, 8)
+
+
+def test_distill_works_on_a_table_made_under_inference_mode(model):
+    # ComfyUI runs every node under torch.inference_mode: the start table and the conds are
+    # inference tensors, which autograd cannot save unless the bridge copies them.
+    with torch.inference_mode():
+        pos, neg = [toy.class_conditioning(4)], [toy.empty_conditioning()]
+        table, losses = run_distill(model, pos, neg, options(iterations=2, scale_range=0.0), None)
+    assert len(losses) == 2 and table.num_steps == 2

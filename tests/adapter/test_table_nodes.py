@@ -146,10 +146,11 @@ class _Boom:
 
 
 def test_import_refuses_code_and_names_the_node(epd_dir, tmp_path):
-    evil = tmp_path / "evil.pkl"
+    evil = tmp_path / "input" / "evil.pkl"
+    evil.parent.mkdir(parents=True, exist_ok=True)
     evil.write_bytes(pickle.dumps({"model": _Boom()}))
     with pytest.raises(ValueError, match=r"EPD Import Upstream Table: .*refusing global"):
-        EPDImportUpstreamTable.execute(path=str(evil))
+        EPDImportUpstreamTable.execute(path="evil.pkl")
     with pytest.raises(ValueError, match=r"EPD Import Upstream Table: path is empty"):
         EPDImportUpstreamTable.execute(path=" ")
     with pytest.raises(ValueError, match=r"EPD Import Upstream Table: upstream EPD pickle not found"):
@@ -169,3 +170,9 @@ def test_import_resolves_input_paths_and_saves(epd_dir, tmp_path, monkeypatch):
     assert seen["sigmas"].dtype == torch.float64
     assert "saved sd15-best.safetensors" in text_of(out)
     assert load_table(epd_dir / "sd15-best.safetensors").num_steps == out[0].num_steps
+
+
+@pytest.mark.parametrize("path", ["/etc/passwd", "../secret.pkl", "epd/../../x.pkl"])
+def test_import_refuses_paths_outside_the_input_folder(epd_dir, path):
+    with pytest.raises(ValueError, match=r"EPD Import Upstream Table: the path .* leaves ComfyUI's input folder"):
+        EPDImportUpstreamTable.execute(path=path)

@@ -132,12 +132,17 @@ def test_bad_settings_are_reported_together_before_compute() -> None:
         check_config(config, default_table(grid()), other_grid)
 
 
-def test_headless_cli_writes_a_loadable_table(tmp_path, capsys) -> None:
+def test_headless_cli_writes_a_loadable_table(tmp_path, capsys, monkeypatch) -> None:
     from epd_core.distill.__main__ import main
     from epd_core.table_io import load_table
 
+    # A user's own denoiser module, named module:attribute on the command line.
+    (tmp_path / "my_denoiser.py").write_text(
+        "from epd_core.mixture import gaussian\nG = gaussian(0.5, 0.5, 4)\ndef model(x, s):\n    return G.denoise(x, s)\n"
+    )
+    monkeypatch.syspath_prepend(str(tmp_path))
     out = tmp_path / "t.safetensors"
-    argv = [str(out), "--model", "tests.core.test_distill:model", "--shape", "4", "--sigma-max", "20", "--steps", "2"]
+    argv = [str(out), "--model", "my_denoiser:model", "--shape", "4", "--sigma-max", "20", "--steps", "2"]
     assert main([*argv, "--iterations", "3", "--batch", "4", "--teacher-substeps", "3", "--log-every", "1"]) == 0
     table = load_table(out)
     assert table.num_steps == 2 and table.metadata["provenance"] == "distilled"

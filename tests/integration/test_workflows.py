@@ -1,0 +1,341 @@
+"""Every shipped workflow loads against a real ComfyUI, and the toy one runs (style.md §7, §9).
+
+The example workflows (workflows/*.json) and the test-only ones (tests/integration/workflows/)
+are UI-format files as the 1.41 frontend saves them. Each is checked against a running
+server's /object_info: node types exist, links agree with both ends and with the node
+schemas, and widgets_values line up with the widget inputs (plus the frontend's
+control_after_generate values). The toy workflow is then converted to an API prompt,
+compared with what the frontend itself produced for it (epd_toy_cpu.api.json, from
+app.graphToPrompt()), and queued on the server with testing_nodes loaded.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import socket
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[2]
+EXAMPLES = sorted((ROOT / "workflows").glob("*.json"))
+TEST_ONLY = sorted(p for p in (Path(__file__).parent / "workflows").glob("*.json") if not p.name.endswith(".api.json"))
+TOY = Path(__file__).parent / "workflows" / "epd_toy_cpu.json"
+STARTUP_S = 180
+WIDGET_TYPES = {"INT", "FLOAT", "STRING", "BOOLEAN", "COMBO"}
+FRONTEND_ONLY = {"Note", "MarkdownNote"}  # virtual nodes: drawn by the frontend, never sent to the server
+CONTROL_VALUES = {"fixed", "increment", "decrement", "randomize"}
+CORE_MODULES = ("nodes", "comfy_extras.")
+PACK_MODULE = "custom_nodes.ComfyUI-EPD"
+MODEL_FILE = re.compile(r"\.(safetensors|sft|ckpt|pt|pth|bin|gguf)$")
+
+
+def _request(url: str, data: Any = None) -> tuple[int, Any]:
+    body = None if data is None else json.dumps(data).encode()
+    req = urllib.request.Request(url, data=body, headers={"Content-Type": "application/json"})
+    try:
+        with urllib.request.urlopen(req, timeout=30) as resp:
+            return resp.status, json.loads(resp.read() or b"null")
+    except urllib.error.HTTPError as err:
+        return err.code, json.loads(err.read() or b"null")
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+class Server:
+    """A running ComfyUI with the pack and testing_nodes; ``base`` is its --base-directory."""
+
+    def __init__(self, url: str, base: Path, log: Path) -> None:
+        self.url, self.base, self.log = url, base, log
+
+    def get(self, path: str) -> Any:
+        status, data = _request(self.url + path)
+        assert status == 200, (path, status, data)
+        return data
+
+    def queue(self, prompt: dict[str, Any]) -> tuple[int, Any]:
+        return _request(self.url + "/prompt", {"prompt": prompt, "client_id": "epd-workflow-tests"})
+
+    def run(self, prompt: dict[str, Any]) -> dict[str, Any]:
+        status, data = self.queue(prompt)
+        assert status == 200, data
+        return self.wait(data["prompt_id"])
+
+    def wait(self, prompt_id: str, timeout: float = 120.0) -> dict[str, Any]:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            history = self.get(f"/history/{prompt_id}")
+            if prompt_id in history and history[prompt_id]["status"].get("completed") is not None:
+                return history[prompt_id]
+            time.sleep(0.2)
+        raise AssertionError(f"prompt {prompt_id} did not finish; log:\n{self.log.read_text()[-3000:]}")
+
+
+@pytest.fixture(scope="module")
+def server(comfyui: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
+    base = tmp_path_factory.mktemp("comfy_workflows")
+    custom = base / "custom_nodes"
+    custom.mkdir()
+    (custom / "ComfyUI-EPD").symlink_to(ROOT, target_is_directory=True)
+    (custom / "epd_testing_nodes").symlink_to(ROOT / "testing_nodes", target_is_directory=True)
+    port, log = _free_port(), base / "server.log"
+    cmd = [
+        sys.executable,
+        "main.py",
+        "--cpu",
+        "--listen",
+        "127.0.0.1",
+        "--port",
+        str(port),
+        "--base-directory",
+        str(base),
+    ]
+    with log.open("w") as out:
+        env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+        proc = subprocess.Popen(cmd, cwd=comfyui, stdout=out, stderr=subprocess.STDOUT, env=env)
+    url = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + STARTUP_S
+        while True:
+            if proc.poll() is not None:
+                raise AssertionError(f"ComfyUI exited with {proc.returncode}:\n{log.read_text()[-4000:]}")
+            try:
+                if _request(url + "/object_info/EPDTest_ToyModel")[0] == 200:
+                    break
+            except (urllib.error.URLError, ConnectionError, TimeoutError):
+                pass
+            assert time.monotonic() < deadline, (
+                f"ComfyUI did not answer within {STARTUP_S} s:\n{log.read_text()[-4000:]}"
+            )
+            time.sleep(0.5)
+        yield Server(url, base, log)
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+
+
+@pytest.fixture(scope="module")
+def object_info(server: Server) -> dict[str, Any]:
+    return server.get("/object_info")
+
+
+# --- schema helpers (the frontend's rules, comfyui-frontend-package 1.41.21) ---------------------
+
+
+def input_specs(info: dict[str, Any]) -> list[tuple[str, list[Any]]]:
+    """(name, spec) of every input in the frontend's order: input_order.required, then .optional."""
+    sections = info["input"]
+    order = info.get("input_order") or {sec: list(sections.get(sec, {})) for sec in ("required", "optional")}
+    return [(name, sections[sec][name]) for sec in ("required", "optional") for name in order.get(sec, [])]
+
+
+def spec_type(spec: list[Any]) -> str:
+    return "COMBO" if isinstance(spec[0], list) else spec[0]
+
+
+def spec_options(spec: list[Any]) -> dict[str, Any]:
+    return spec[1] if len(spec) > 1 and isinstance(spec[1], dict) else {}
+
+
+def is_widget(spec: list[Any]) -> bool:
+    return spec_type(spec) in WIDGET_TYPES and not spec_options(spec).get("forceInput")
+
+
+def has_control(name: str, spec: list[Any]) -> bool:
+    """The frontend adds a control_after_generate value after seed-like INT and flagged COMBO widgets."""
+    flag = spec_options(spec).get("control_after_generate")
+    if spec_type(spec) == "INT":
+        return bool(flag) or (flag is None and name in ("seed", "noise_seed"))
+    return spec_type(spec) == "COMBO" and bool(flag)
+
+
+def widget_inputs(info: dict[str, Any]) -> list[tuple[str, list[Any]]]:
+    return [(name, spec) for name, spec in input_specs(info) if is_widget(spec)]
+
+
+def expected_widget_count(info: dict[str, Any]) -> int:
+    return sum(1 + has_control(name, spec) for name, spec in widget_inputs(info))
+
+
+def combo_options(spec: list[Any]) -> list[Any]:
+    return spec[0] if isinstance(spec[0], list) else spec_options(spec).get("options", [])
+
+
+def check_widget_value(where: str, name: str, spec: list[Any], value: Any) -> None:
+    kind, opts = spec_type(spec), spec_options(spec)
+    if kind == "COMBO":
+        # file lists (checkpoints, VAEs, tables) depend on the user's models folders; the rest must match
+        if not MODEL_FILE.search(str(value)):
+            assert value in combo_options(spec), f"{where}: {name}={value!r} is not one of {combo_options(spec)}"
+    elif kind == "BOOLEAN":
+        assert isinstance(value, bool), f"{where}: {name}={value!r} is not a boolean"
+    elif kind == "STRING":
+        assert isinstance(value, str), f"{where}: {name}={value!r} is not a string"
+        assert not re.match(r"^(/|~|[A-Za-z]:[\\/])", value), f"{where}: {name}={value!r} is an absolute path"
+    else:
+        assert isinstance(value, (int, float)) and not isinstance(value, bool), f"{where}: {name}={value!r}"
+        assert kind != "INT" or float(value).is_integer(), f"{where}: {name}={value!r} is not an integer"
+        assert opts.get("min", value) <= value <= opts.get("max", value), f"{where}: {name}={value!r} out of range"
+
+
+def widget_values_by_name(node: dict[str, Any], info: dict[str, Any]) -> dict[str, Any]:
+    """Map widgets_values onto the widget inputs, skipping the control_after_generate values."""
+    values, out = list(node.get("widgets_values") or []), {}
+    for name, spec in widget_inputs(info):
+        out[name] = values.pop(0)
+        if has_control(name, spec):
+            control = values.pop(0)
+            assert control in CONTROL_VALUES, f"node {node['id']}: {name} control value {control!r}"
+    return out
+
+
+# --- the UI -> API converter ---------------------------------------------------------------------
+
+
+def to_api_prompt(workflow: dict[str, Any], object_info: dict[str, Any]) -> dict[str, Any]:
+    """An API prompt for a UI workflow: widget values by schema order, links as [source id, slot]."""
+    links = {link[0]: link for link in workflow["links"]}
+    prompt: dict[str, Any] = {}
+    for node in workflow["nodes"]:
+        if node["type"] in FRONTEND_ONLY:
+            continue
+        assert node.get("mode", 0) == 0, f"node {node['id']} is muted or bypassed; the converter does not handle that"
+        inputs = widget_values_by_name(node, object_info[node["type"]])
+        for entry in node.get("inputs", []):
+            if entry.get("link") is not None:
+                _, source, slot, *_ = links[entry["link"]]
+                inputs[entry["name"]] = [str(source), slot]
+        prompt[str(node["id"])] = {"class_type": node["type"], "inputs": inputs}
+    return prompt
+
+
+# --- tests ---------------------------------------------------------------------------------------
+
+
+def test_the_expected_workflows_ship() -> None:
+    names = {p.name for p in EXAMPLES}
+    assert names == {
+        "epd_sd15_txt2img.json",
+        "epd_flux_txt2img.json",
+        "epd_table_roundtrip.json",
+        "epd_import_upstream.json",
+    }
+    assert [p.name for p in TEST_ONLY] == ["epd_toy_cpu.json"]
+
+
+@pytest.mark.parametrize("path", EXAMPLES + TEST_ONLY, ids=lambda p: p.name)
+def test_workflow_is_ui_format_with_consistent_links(path: Path) -> None:
+    wf = json.loads(path.read_text(encoding="utf-8"))
+    assert {"last_node_id", "last_link_id", "nodes", "links", "version"} <= set(wf), path.name
+    nodes = {node["id"]: node for node in wf["nodes"]}
+    assert len(nodes) == len(wf["nodes"]), "node ids are unique"
+    assert max(nodes) <= wf["last_node_id"]
+    assert not wf["links"] or max(link[0] for link in wf["links"]) <= wf["last_link_id"]
+    link_ids = set()
+    for link_id, src, src_slot, dst, dst_slot, kind in wf["links"]:
+        link_ids.add(link_id)
+        out = nodes[src]["outputs"][src_slot]
+        assert link_id in (out.get("links") or []) and out["type"] == kind, (path.name, link_id)
+        entry = nodes[dst]["inputs"][dst_slot]
+        assert entry["link"] == link_id and entry["type"] in (kind, "*"), (path.name, link_id, entry)
+    for node in wf["nodes"]:
+        for entry in node.get("inputs", []):
+            assert entry.get("link") is None or entry["link"] in link_ids, (path.name, node["id"], entry)
+        for out in node.get("outputs", []):
+            assert set(out.get("links") or []) <= link_ids, (path.name, node["id"], out)
+
+
+@pytest.mark.parametrize("path", EXAMPLES + TEST_ONLY, ids=lambda p: p.name)
+def test_workflow_matches_the_node_schemas(path: Path, object_info: dict[str, Any]) -> None:
+    wf = json.loads(path.read_text(encoding="utf-8"))
+    nodes = {node["id"]: node for node in wf["nodes"]}
+    for node in wf["nodes"]:
+        where = f"{path.name} node {node['id']} ({node['type']})"
+        if node["type"] in FRONTEND_ONLY:
+            continue
+        assert node["type"] in object_info, f"{where}: unknown node type"
+        info = object_info[node["type"]]
+        if path in EXAMPLES:
+            module = info["python_module"]
+            assert module.startswith(CORE_MODULES) or module == PACK_MODULE, f"{where}: from {module}"
+        values = node.get("widgets_values") or []
+        assert len(values) == expected_widget_count(info), f"{where}: widgets_values {values}"
+        specs = dict(widget_inputs(info))
+        for name, value in widget_values_by_name(node, info).items():
+            check_widget_value(where, name, specs[name], value)
+    all_inputs = {t: dict(input_specs(info)) for t, info in object_info.items()}
+    for link_id, src, src_slot, dst, _, kind in wf["links"]:
+        source, target = nodes[src], nodes[dst]
+        assert object_info[source["type"]]["output"][src_slot] == kind, (path.name, link_id)
+        name = next(e["name"] for e in target["inputs"] if e.get("link") == link_id)
+        spec = all_inputs[target["type"]][name]
+        assert spec_type(spec) in (kind, "*"), f"{path.name} link {link_id}: {kind} into {target['type']}.{name}"
+
+
+def test_examples_are_offered_as_templates(server: Server) -> None:
+    """ComfyUI 0.17 serves a pack's workflows/ folder in the template browser (app/custom_node_manager.py)."""
+    assert sorted(server.get("/workflow_templates")["ComfyUI-EPD"]) == sorted(p.stem for p in EXAMPLES)
+
+
+def test_converter_matches_the_frontend(object_info: dict[str, Any]) -> None:
+    """epd_toy_cpu.api.json is what app.graphToPrompt() (frontend 1.41.21) made of epd_toy_cpu.json."""
+    frontend = json.loads(TOY.with_suffix(".api.json").read_text(encoding="utf-8"))
+    ours = to_api_prompt(json.loads(TOY.read_text(encoding="utf-8")), object_info)
+    assert ours == {k: {"class_type": v["class_type"], "inputs": v["inputs"]} for k, v in frontend.items()}
+
+
+@pytest.mark.parametrize("path", EXAMPLES, ids=lambda p: p.name)
+def test_example_prompt_fails_only_for_missing_files(path: Path, server: Server, object_info: dict[str, Any]) -> None:
+    """The server's own validation of the converted prompt finds nothing but absent model/table/.pkl files."""
+    prompt = to_api_prompt(json.loads(path.read_text(encoding="utf-8")), object_info)
+    status, data = server.queue(prompt)
+    if status == 200:  # nothing to check against a folder (EPD Import Upstream Table): it runs and fails there
+        result = server.wait(data["prompt_id"])
+        assert result["status"]["status_str"] == "error"
+        assert "EPD Import Upstream Table: upstream EPD pickle not found" in json.dumps(result["status"]), result[
+            "status"
+        ]
+        return
+    assert status == 400 and data["error"]["type"] == "prompt_outputs_failed_validation", data
+    for node_id, err in data["node_errors"].items():
+        for problem in err["errors"]:
+            missing_file = problem["type"] == "value_not_in_list" and MODEL_FILE.search(
+                problem["details"].split("'")[1]
+            )
+            missing_table = problem["type"] == "custom_validation_failed" and "no table" in problem["details"]
+            assert missing_file or missing_table, (path.name, node_id, problem)
+
+
+def test_toy_workflow_runs_on_cpu(server: Server, object_info: dict[str, Any]) -> None:
+    pytest.importorskip("sklearn", reason="the toy model fits a mixture to sklearn's digits")
+    from safetensors.torch import load_file
+
+    workflow = json.loads(TOY.read_text(encoding="utf-8"))
+    result = server.run(to_api_prompt(workflow, object_info))
+    assert result["status"]["status_str"] == "success", json.dumps(result["status"])[-3000:]
+    types = {str(n["id"]): n["type"] for n in workflow["nodes"]}
+    by_type = {types[k]: v for k, v in result["outputs"].items()}
+    shown = json.loads(by_type["EPD_Table"]["text"][0])  # the table the EPD Table node passed through
+    assert (shown["num_steps"], shown["num_points"], shown["metadata"]["provenance"]) == (6, 2, "default")
+    saved = by_type["SaveLatent"]["latents"][0]
+    path = server.base / "output" / saved["subfolder"] / saved["filename"]
+    latent = load_file(str(path))["latent_tensor"]
+    assert tuple(latent.shape) == (2, 4, 4, 4) and bool(latent.isfinite().all())
+    assert float(latent.abs().max()) < 2.0  # digits scaled to [-1, 1], not the sigma-80 noise it started from
