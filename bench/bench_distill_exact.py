@@ -100,7 +100,7 @@ def main(argv: list[str] | None = None) -> int:
     for name in ("EPD (data)", "EPD (direction)", "ipndm", "deis", "gradient_estimation", "dpmpp_2m", "heun", "dpm_2"):
         if name in builtin:
             lines.append(
-                f"| {name} (not distilled) | "
+                f"| {name} (built-in, bench_exact.py batch) | "
                 + " | ".join(f"{builtin[name][str(r)]['error']:.3f}" for r in ROUNDS)
                 + " |"
             )
