@@ -8,111 +8,23 @@ checkpoint, which CI does not have. EPD_KSAMPLER_ENTRY=1 is set to check the dro
 from __future__ import annotations
 
 import json
-import os
-import socket
-import subprocess
-import sys
-import time
-import urllib.error
-import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
 import pytest
 import torch
+from comfy_server import Server, request, running_server
 
 ROOT = Path(__file__).resolve().parents[2]
 SIGMAS = "14.61, 6.08, 2.23, 0.69, 0.17, 0.029, 0"
-STARTUP_S = 180
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-def _request(url: str, data: Any = None) -> tuple[int, Any]:
-    body = None if data is None else json.dumps(data).encode()
-    req = urllib.request.Request(url, data=body, headers={"Content-Type": "application/json"})
-    try:
-        with urllib.request.urlopen(req, timeout=30) as resp:
-            return resp.status, json.loads(resp.read() or b"null")
-    except urllib.error.HTTPError as err:
-        return err.code, json.loads(err.read() or b"null")
-
-
-class Server:
-    """A running ComfyUI; ``base`` is its --base-directory."""
-
-    def __init__(self, url: str, base: Path, log: Path) -> None:
-        self.url, self.base, self.log = url, base, log
-
-    def get(self, path: str) -> Any:
-        status, data = _request(self.url + path)
-        assert status == 200, (path, status, data)
-        return data
-
-    def run(self, prompt: dict[str, Any], timeout: float = 60.0) -> dict[str, Any]:
-        """Queue an API prompt and wait for its history entry."""
-        status, data = _request(self.url + "/prompt", {"prompt": prompt, "client_id": "epd-tests"})
-        assert status == 200, data
-        prompt_id = data["prompt_id"]
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            history = self.get(f"/history/{prompt_id}")
-            if prompt_id in history and history[prompt_id]["status"].get("completed") is not None:
-                return history[prompt_id]
-            time.sleep(0.2)
-        raise AssertionError(f"prompt {prompt_id} did not finish; log:\n{self.log.read_text()[-3000:]}")
-
-
-def _wait_until_up(proc: subprocess.Popen, url: str, log: Path) -> None:
-    deadline = time.monotonic() + STARTUP_S
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            raise AssertionError(f"ComfyUI exited with {proc.returncode}:\n{log.read_text()[-4000:]}")
-        try:
-            if _request(url + "/object_info/EPD_Sampler")[0] == 200:
-                return
-        except (urllib.error.URLError, ConnectionError, TimeoutError):
-            pass
-        time.sleep(0.5)
-    raise AssertionError(f"ComfyUI did not answer within {STARTUP_S} s:\n{log.read_text()[-4000:]}")
 
 
 @pytest.fixture(scope="module")
 def server(comfyui: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
     base = tmp_path_factory.mktemp("comfy_base")
-    (base / "custom_nodes").mkdir()
-    (base / "custom_nodes" / "ComfyUI-EPD").symlink_to(ROOT, target_is_directory=True)
-    port, log = _free_port(), base / "server.log"
-    env = {**os.environ, "EPD_KSAMPLER_ENTRY": "1", "PYTHONUNBUFFERED": "1"}
-    cmd = [
-        sys.executable,
-        "main.py",
-        "--cpu",
-        "--listen",
-        "127.0.0.1",
-        "--port",
-        str(port),
-        "--base-directory",
-        str(base),
-    ]
-    with log.open("w") as out:
-        proc = subprocess.Popen(cmd, cwd=comfyui, stdout=out, stderr=subprocess.STDOUT, env=env)
-    url = f"http://127.0.0.1:{port}"
-    try:
-        _wait_until_up(proc, url, log)
-        yield Server(url, base, log)
-    finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
+    packs = {"ComfyUI-EPD": ROOT}
+    with running_server(comfyui, base, packs, "/object_info/EPD_Sampler", {"EPD_KSAMPLER_ENTRY": "1"}) as srv:
+        yield srv
 
 
 def test_pack_imports_cleanly(server: Server) -> None:
@@ -186,7 +98,7 @@ def test_prompt_saves_and_reloads_tables(server: Server) -> None:
 
 
 def test_bad_inputs_are_rejected_with_the_node_name(server: Server) -> None:
-    status, data = _request(
+    status, data = request(
         server.url + "/prompt",
         {
             "prompt": {

@@ -12,25 +12,18 @@ app.graphToPrompt()), and queued on the server with testing_nodes loaded.
 from __future__ import annotations
 
 import json
-import os
 import re
-import socket
-import subprocess
-import sys
-import time
-import urllib.error
-import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
+from comfy_server import Server, running_server
 
 ROOT = Path(__file__).resolve().parents[2]
 EXAMPLES = sorted((ROOT / "workflows").glob("*.json"))
 TEST_ONLY = sorted(p for p in (Path(__file__).parent / "workflows").glob("*.json") if not p.name.endswith(".api.json"))
 TOY = Path(__file__).parent / "workflows" / "epd_toy_cpu.json"
-STARTUP_S = 180
 WIDGET_TYPES = {"INT", "FLOAT", "STRING", "BOOLEAN", "COMBO"}
 FRONTEND_ONLY = {"Note", "MarkdownNote"}  # virtual nodes: drawn by the frontend, never sent to the server
 CONTROL_VALUES = {"fixed", "increment", "decrement", "randomize"}
@@ -39,96 +32,12 @@ PACK_MODULE = "custom_nodes.ComfyUI-EPD"
 MODEL_FILE = re.compile(r"\.(safetensors|sft|ckpt|pt|pth|bin|gguf)$")
 
 
-def _request(url: str, data: Any = None) -> tuple[int, Any]:
-    body = None if data is None else json.dumps(data).encode()
-    req = urllib.request.Request(url, data=body, headers={"Content-Type": "application/json"})
-    try:
-        with urllib.request.urlopen(req, timeout=30) as resp:
-            return resp.status, json.loads(resp.read() or b"null")
-    except urllib.error.HTTPError as err:
-        return err.code, json.loads(err.read() or b"null")
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-class Server:
-    """A running ComfyUI with the pack and testing_nodes; ``base`` is its --base-directory."""
-
-    def __init__(self, url: str, base: Path, log: Path) -> None:
-        self.url, self.base, self.log = url, base, log
-
-    def get(self, path: str) -> Any:
-        status, data = _request(self.url + path)
-        assert status == 200, (path, status, data)
-        return data
-
-    def queue(self, prompt: dict[str, Any]) -> tuple[int, Any]:
-        return _request(self.url + "/prompt", {"prompt": prompt, "client_id": "epd-workflow-tests"})
-
-    def run(self, prompt: dict[str, Any]) -> dict[str, Any]:
-        status, data = self.queue(prompt)
-        assert status == 200, data
-        return self.wait(data["prompt_id"])
-
-    def wait(self, prompt_id: str, timeout: float = 120.0) -> dict[str, Any]:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            history = self.get(f"/history/{prompt_id}")
-            if prompt_id in history and history[prompt_id]["status"].get("completed") is not None:
-                return history[prompt_id]
-            time.sleep(0.2)
-        raise AssertionError(f"prompt {prompt_id} did not finish; log:\n{self.log.read_text()[-3000:]}")
-
-
 @pytest.fixture(scope="module")
 def server(comfyui: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
     base = tmp_path_factory.mktemp("comfy_workflows")
-    custom = base / "custom_nodes"
-    custom.mkdir()
-    (custom / "ComfyUI-EPD").symlink_to(ROOT, target_is_directory=True)
-    (custom / "epd_testing_nodes").symlink_to(ROOT / "testing_nodes", target_is_directory=True)
-    port, log = _free_port(), base / "server.log"
-    cmd = [
-        sys.executable,
-        "main.py",
-        "--cpu",
-        "--listen",
-        "127.0.0.1",
-        "--port",
-        str(port),
-        "--base-directory",
-        str(base),
-    ]
-    with log.open("w") as out:
-        env = {**os.environ, "PYTHONUNBUFFERED": "1"}
-        proc = subprocess.Popen(cmd, cwd=comfyui, stdout=out, stderr=subprocess.STDOUT, env=env)
-    url = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + STARTUP_S
-        while True:
-            if proc.poll() is not None:
-                raise AssertionError(f"ComfyUI exited with {proc.returncode}:\n{log.read_text()[-4000:]}")
-            try:
-                if _request(url + "/object_info/EPDTest_ToyModel")[0] == 200:
-                    break
-            except (urllib.error.URLError, ConnectionError, TimeoutError):
-                pass
-            assert time.monotonic() < deadline, (
-                f"ComfyUI did not answer within {STARTUP_S} s:\n{log.read_text()[-4000:]}"
-            )
-            time.sleep(0.5)
-        yield Server(url, base, log)
-    finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
+    packs = {"ComfyUI-EPD": ROOT, "epd_testing_nodes": ROOT / "testing_nodes"}
+    with running_server(comfyui, base, packs, "/object_info/EPDTest_ToyModel", {}) as srv:
+        yield srv
 
 
 @pytest.fixture(scope="module")
