@@ -89,11 +89,12 @@ def format_table(errors: dict[str, dict[int, float]]) -> str:
 
 
 def image_grid(rows: list[torch.Tensor], columns: int = 12, zoom: int = 4) -> np.ndarray:
-    """Tile [N, 64] samples in [-1, 1] as a grayscale image: one row per tensor."""
-    tiles = [
-        np.concatenate([((img.reshape(DIGIT_SHAPE).numpy() + 1) / 2) for img in row[:columns]], axis=1) for row in rows
-    ]
-    grid = np.concatenate(tiles, axis=0)
+    """Tile [N, 64] samples in [-1, 1] as a grayscale image: one row per tensor, 1-pixel grey gaps."""
+
+    def tile(img: torch.Tensor) -> np.ndarray:
+        return np.pad((img.reshape(DIGIT_SHAPE).numpy() + 1) / 2, 1, constant_values=0.5)
+
+    grid = np.concatenate([np.concatenate([tile(img) for img in row[:columns]], axis=1) for row in rows], axis=0)
     return np.kron(grid, np.ones((zoom, zoom)))
 
 
