@@ -104,12 +104,16 @@ def main(argv: list[str] | None = None) -> int:
         }  # fmt: skip
         for name, fn in runs.items():
             samples = sample_in_chunks(fn, x)
-            fd = metrics.frechet_from_stats(metrics.feature_stats(metrics.classifier_features(classifier, samples)), reference)
+            fd = metrics.frechet_from_stats(
+                metrics.feature_stats(metrics.classifier_features(classifier, samples)), reference
+            )
             results.setdefault(name, {})[rounds] = fd
             out.write(f"  {name}: classifier FD {fd:.3f}\n")
             out.flush()
     args.out.mkdir(parents=True, exist_ok=True)
-    (args.out / f"fmnist_distill_{args.targets}.json").write_text(json.dumps({"samples": args.samples, "results": results}, indent=1))
+    (args.out / f"fmnist_distill_{args.targets}.json").write_text(
+        json.dumps({"samples": args.samples, "results": results}, indent=1)
+    )
     return 0
 
 
