@@ -24,6 +24,7 @@ if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
 from epd_core.baselines import run_ipndm  # noqa: E402
+from epd_core.demo import karras  # noqa: E402
 from epd_core.digits import (  # noqa: E402
     SIGMA_MAX,
     SIGMA_MIN,
@@ -62,13 +63,6 @@ def distil(model, rounds: int, form: str, max_order: int, targets: str, iteratio
     return last.best_table, time.perf_counter() - started
 
 
-def _karras(rounds: int) -> torch.Tensor:
-    """ComfyUI's karras grid: rho = 7 from sigma_max to sigma_min, then 0 (R steps)."""
-    from epd_core.schedules import append_zero, get_sigmas_polynomial
-
-    return append_zero(get_sigmas_polynomial(rounds, SIGMA_MIN, SIGMA_MAX))
-
-
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--iterations", type=int, default=100)
@@ -90,7 +84,7 @@ def main(argv: list[str] | None = None) -> int:
             )
     for rounds in ROUNDS:  # the same fresh noise through iPNDM, to compare like with like
         results.setdefault("ipndm (same noise, karras with sigma_min, 0)", {})[rounds] = {
-            "error": solution_error(run_ipndm(ExactModel(mixture), x, _karras(rounds)), ref),
+            "error": solution_error(run_ipndm(ExactModel(mixture), x, karras(rounds)), ref),
             "seconds": 0.0,
         }
     builtin = json.loads((ROOT / "bench" / "results" / "exact.json").read_text())["settings"]["unconditional"]["rows"]

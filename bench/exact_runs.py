@@ -17,9 +17,10 @@ from typing import Any
 import torch
 
 from epd_core.baselines import run_dpm2, run_euler, run_heun, run_ipndm
+from epd_core.demo import karras
 from epd_core.digits import SIGMA_MAX, SIGMA_MIN
 from epd_core.grids import epd_sigmas
-from epd_core.schedules import append_zero, drop_penultimate, get_sigmas_polynomial
+from epd_core.schedules import drop_penultimate
 from epd_core.solver import sample_epd, sample_epd_plugin
 from epd_core.tables import default_table
 
@@ -89,7 +90,7 @@ def steps_for(rounds: int) -> int:
 
 def core_karras(n: int) -> torch.Tensor:
     """ComfyUI's karras scheduler (rho = 7) without ComfyUI: n steps, n + 1 sigmas ending in 0."""
-    return append_zero(get_sigmas_polynomial(n, SIGMA_MIN, SIGMA_MAX, rho=7.0))
+    return karras(n)
 
 
 def builtin_grid(name: str, rounds: int, karras: Callable[[int], torch.Tensor]) -> torch.Tensor:

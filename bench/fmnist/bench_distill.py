@@ -21,9 +21,10 @@ from pathlib import Path
 import torch
 
 from epd_core.baselines import run_dpm2, run_euler, run_heun, run_ipndm
+from epd_core.demo import karras
 from epd_core.distill import DistillConfig, distill
 from epd_core.grids import epd_sigmas
-from epd_core.schedules import append_zero, drop_penultimate, get_sigmas_polynomial
+from epd_core.schedules import drop_penultimate
 from epd_core.solver import StepConfig, run_epd
 from epd_core.tables import default_table
 
@@ -34,10 +35,6 @@ from .unet import DEFAULT_WEIGHTS, load_denoiser
 
 SIGMA_MIN, SIGMA_MAX = 0.002, 80.0
 SHAPE = (1, 28, 28)
-
-
-def karras(steps: int) -> torch.Tensor:
-    return append_zero(get_sigmas_polynomial(steps, SIGMA_MIN, SIGMA_MAX))
 
 
 def baselines(rounds: int) -> dict:
