@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-import os
 import struct
-import tempfile
 import zlib
 from pathlib import Path
 
 import numpy as np
+
+from .atomic import atomic_write
 
 
 def _chunk(kind: bytes, data: bytes) -> bytes:
@@ -27,13 +27,4 @@ def encode_png(gray: np.ndarray) -> bytes:
 
 def write_png(path: str | Path, gray: np.ndarray) -> None:
     """Write atomically: a temp file in the same folder, then os.replace."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(encode_png(gray))
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    atomic_write(path, encode_png(gray))

@@ -8,11 +8,9 @@ A file without the logit arrays is rebuilt from the values. Pickles are never re
 
 from __future__ import annotations
 
-import contextlib
 import datetime as _dt
 import json
 import os
-import tempfile
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -21,6 +19,7 @@ import torch
 from safetensors import SafetensorError, safe_open
 from safetensors.torch import save as _st_save
 
+from .atomic import atomic_write
 from .params import EPDParams
 
 FORMAT = "epd-table"
@@ -84,7 +83,7 @@ def save_table(params: EPDParams, path: str | os.PathLike[str]) -> Path:
     meta = _stamped_metadata(params, created=True)
     header = {k: _header_str(v) for k, v in _header(params).items()}
     header["epd_metadata"] = json.dumps(meta, sort_keys=True, allow_nan=False)
-    _atomic_write(path, _st_save(_table_arrays(params), metadata=header))
+    atomic_write(path, _st_save(_table_arrays(params), metadata=header))
     return path
 
 
@@ -93,24 +92,6 @@ def _header_str(value: Any) -> str:
     if isinstance(value, bool):
         return "true" if value else "false"
     return repr(value) if isinstance(value, float) else str(value)
-
-
-def _atomic_write(path: Path, data: bytes) -> None:
-    """Write bytes so that ``path`` is either the old file or the complete new one, never a partial file."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    mode = path.stat().st_mode & 0o777 if path.exists() else 0o644
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(data)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.chmod(tmp, mode)
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(tmp)
-        raise
 
 
 def _sniff(path: Path) -> None:
