@@ -15,9 +15,13 @@ import torch
 
 
 def stack_points(x_hats: list[torch.Tensor], sigma_eval: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """K-major stack: x [K*B, ...] and its per-row sigma vector [K*B]."""
+    """K-major stack: x [K*B, ...] and its per-row sigma vector [K*B].
+
+    sigma_eval is [K] (one table for the batch) or [K, B] (a table per sample).
+    """
     batch = x_hats[0].shape[0]
-    return torch.cat(x_hats), sigma_eval.repeat_interleave(batch)
+    sigma_rows = sigma_eval.reshape(-1) if sigma_eval.ndim == 2 else sigma_eval.repeat_interleave(batch)
+    return torch.cat(x_hats), sigma_rows
 
 
 def evaluate_points(
@@ -30,7 +34,7 @@ def evaluate_points(
 ) -> list[torch.Tensor]:
     """Denoised predictions at the K points.
 
-    x_hats: K tensors [B, ...]; sigma_eval: [K] model-time sigmas (a * tau).
+    x_hats: K tensors [B, ...]; sigma_eval: [K] or [K, B] model-time sigmas (a * tau).
     batched: ceil(K / chunk_size) calls (one when chunk_size is 0); sequential: K calls.
     """
     num_points = len(x_hats)

@@ -60,6 +60,11 @@ def afs_denoised(x: torch.Tensor, sigma: float, kind: Kind) -> torch.Tensor:
     return x * (1.0 - sigma / (1.0 + sigma**2) ** 0.5)
 
 
+def per_sample(value: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+    """A scalar as is; a per-sample vector [B] shaped [B, 1, ...] to broadcast over x [B, ...]."""
+    return value if value.ndim == 0 else value.reshape(-1, *([1] * (x.ndim - 1)))
+
+
 def combine(
     x: torch.Tensor,
     sigma: float,
@@ -77,10 +82,10 @@ def combine(
     x' = D_bar + (sigma'/sigma)(x - D_bar), which is the exact solution when D is
     constant over the step and stays stable under strong guidance.
     """
-    d_bar = sum(w * dk for w, dk in zip(lam_c, denoised))
+    d_bar = sum(per_sample(w, x) * dk for w, dk in zip(lam_c, denoised))
     if form == "data":
         return d_bar + (sigma_next / sigma) * (x - d_bar), d_bar
-    g = sum(w * (xk - dk) / t for w, xk, dk, t in zip(lam_c, x_hats, denoised, tau))
+    g = sum(per_sample(w, x) * (xk - dk) / per_sample(t, x) for w, xk, dk, t in zip(lam_c, x_hats, denoised, tau))
     return x + (sigma_next - sigma) * g, d_bar
 
 
@@ -100,11 +105,12 @@ def epd_step(
     """One EPD step sigma -> sigma_next (epd-method.md §1.2), differentiable in ``row``.
 
     row: tensors of shape [K] for ``tau`` (intermediate sigmas), ``a`` (time scale) and
-    ``lam_c`` (weights times direction scale). d_jump: the direction that carries x to
-    the intermediate points (Euler's d_n for EPD, an Adams-Bashforth mix for the plugin).
+    ``lam_c`` (weights times direction scale), or [K, B] to give every sample its own
+    table (RL rollouts). d_jump: the direction that carries x to the intermediate points
+    (Euler's d_n for EPD, an Adams-Bashforth mix for the plugin).
     """
     tau = row["tau"].to(x.device)
-    x_hats = [x + (t.to(x.dtype) - sigma) * d_jump for t in tau]
+    x_hats = [x + per_sample(t.to(x.dtype) - sigma, x) * d_jump for t in tau]
     sigma_eval = (row["a"].to(x.device) * tau).to(x.dtype)
     denoised = evaluate_points(model, x_hats, sigma_eval, extra_args, parallel, chunk_size)
     lam_c = row["lam_c"].to(x.device, x.dtype)
@@ -234,8 +240,24 @@ def run_epd(
     sigmas = _sigmas_for(sigmas, params, tail)
     params, use_afs = resolve_table(sigmas, params, num_points, form, afs)
     config = StepConfig(kind, form, use_afs, max_order, parallel, chunk_size)
+    return run_rows(model, x, sigmas, table_rows(params), config, extra_args, callback)
+
+
+def run_rows(
+    model: Callable[..., torch.Tensor],
+    x: torch.Tensor,
+    sigmas: torch.Tensor,
+    rows: list[dict[str, torch.Tensor]],
+    config: StepConfig,
+    extra_args: dict[str, Any] | None = None,
+    callback: Callable | None = None,
+) -> torch.Tensor:
+    """The EPD loop over precomputed rows (``table_rows``, or per-sample rows [K, B])."""
+    if len(rows) != len(sigmas) - 1:
+        raise ValueError(f"{len(rows)} table rows for {len(sigmas) - 1} steps; give one row per step")
+    extra_args = {} if extra_args is None else extra_args
     history: list[torch.Tensor] = []
-    for i, row in enumerate(table_rows(params)):
+    for i, row in enumerate(rows):
         x, d_bar, history = advance(model, x, i, sigmas, row, history, extra_args, config)
         _report(callback, i, x, float(sigmas[i]), d_bar)
     return x
