@@ -10,6 +10,7 @@ from ._api import ComfyExtension, io
 from .distill_nodes import EPDDistill
 from .file_nodes import EPDImportUpstreamTable, EPDLoadTable, EPDSaveTable
 from .options import KSAMPLER_ENTRY_ENV, KSAMPLER_ENTRY_NAME
+from .rl_nodes import EPDRLTune
 from .sampler_nodes import EPDSampler, EPDSigmas
 from .table_nodes import EPDDefaultTable, EPDTable
 
@@ -24,6 +25,7 @@ NODES: tuple[type[io.ComfyNode], ...] = (
     EPDTable,
     EPDImportUpstreamTable,
     EPDDistill,
+    EPDRLTune,
 )
 
 

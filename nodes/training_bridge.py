@@ -136,8 +136,9 @@ class Reporter:
         self.bar = comfy.utils.ProgressBar(total, node_id=node_id)
         self.cancelled = False
 
-    def update(self, step: int, **values: float) -> None:
-        self.bar.update_absolute(step, self.total)
+    def update(self, step: int, preview: Any = None, **values: float) -> None:
+        """Progress (with an optional ProgressBar preview tuple) and a live chart event."""
+        self.bar.update_absolute(step, self.total, preview)
         with contextlib.suppress(Exception):  # feature probe: no server when run outside ComfyUI's main
             from server import PromptServer
 

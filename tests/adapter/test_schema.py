@@ -61,6 +61,13 @@ EXPECTED = {
         ],
         ["EPD_TABLE", "LOSS_MAP"],
     ),
+    "EPD_RLTune": (
+        "EPD RL Tune",
+        ["model", "vae", "positive", "negative", "reward", "table", "prompt_texts", "cfg", "width", "height", "form",
+         "iterations", "prompts_per_step", "group_size", "concentration", "lr", "kl_coef", "clip_range", "learn_scales",
+         "grouping", "eval_every", "eval_per_prompt", "seed", "policy_file", "resume"],
+        ["EPD_TABLE", "LOSS_MAP", "IMAGE"],
+    ),  # fmt: skip
 }
 
 

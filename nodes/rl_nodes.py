@@ -1,0 +1,226 @@
+"""EPD RL Tune: tune an EPD table with a preference reward, RDPO (issue 4, epd-method.md §4).
+
+The loop is epd_core.rl; rl_bridge turns a table draw into images through the user's
+model (a real CFGGuider) and VAE. Only the small Dirichlet policy is trained; the
+backbone never is. Cancel ends the run with the best mean table so far.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import re
+from typing import Any
+
+import folder_paths
+import torch
+
+from ..epd_core.rl import RLConfig, load_policy, make_policy, rl_tune, save_policy
+from ..epd_core.rl.objective import GROUPINGS
+from ..epd_core.solver import StepConfig
+from . import bridge, plan, rl_bridge, training_bridge
+from ._api import io
+from .errors import node_errors
+from .options import CATEGORY, FORMS
+from .types import table_input, table_output
+
+log = logging.getLogger(__name__)
+
+RL_NODE = "EPD RL Tune"
+POLICY_FOLDER = "epd_rl"
+Reward = io.Custom("EPD_REWARD")
+LossMap = io.Custom("LOSS_MAP")
+
+
+def rl_inputs() -> list[io.Input]:
+    """Inputs of EPD RL Tune; every one arrives as a list (is_input_list)."""
+    adv = {"advanced": True}
+    return [
+        io.Model.Input("model", tooltip="The model to tune the table for; it is never trained."),
+        io.Vae.Input("vae", tooltip="Decodes the rollouts to images for the reward."),
+        io.Conditioning.Input("positive", tooltip="Prompts: a list gives one prompt per group of images."),
+        io.Conditioning.Input("negative", tooltip="Negative prompt(s): one, or one per positive prompt."),
+        Reward.Input("reward", tooltip="What to maximise: an EPD reward node (or EPD Reward Mix)."),
+        table_input("The starting table (a distilled one works best); the policy starts exactly at it.", False),
+        io.String.Input(
+            "prompt_texts",
+            default="",
+            multiline=True,
+            tooltip="The prompt texts, one per line in the order of the positives, for text-aware "
+            "rewards (PickScore, CLIP). Leave empty for image-only rewards.",
+        ),  # fmt: skip
+        io.Float.Input("cfg", default=7.5, min=0.0, max=30.0, step=0.1, tooltip="Guidance scale of the rollouts."),
+        io.Int.Input("width", default=512, min=16, max=4096, step=8, tooltip="Rollout image width."),
+        io.Int.Input("height", default=512, min=16, max=4096, step=8, tooltip="Rollout image height."),
+        io.Combo.Input("form", options=list(FORMS), default="auto", tooltip="Step form (auto: the table's own)."),
+        io.Int.Input("iterations", default=50, min=1, max=100000, tooltip="Policy updates (one rollout batch each)."),
+        io.Int.Input("prompts_per_step", default=2, min=1, max=64, tooltip="Prompts per rollout batch."),
+        io.Int.Input(
+            "group_size",
+            default=4,
+            min=2,
+            max=64,
+            tooltip="Images per prompt, each with its own table and noise; rewards are compared within a group.",
+        ),  # fmt: skip
+        io.Float.Input(
+            "concentration",
+            default=20.0,
+            min=0.5,
+            max=10000.0,
+            step=0.5,
+            tooltip="Dirichlet kappa: how far rollout tables stray from the mean (larger = closer).",
+        ),  # fmt: skip
+        io.Float.Input("lr", default=3e-3, min=1e-6, max=1.0, step=1e-4, tooltip="Adam learning rate.", **adv),
+        io.Float.Input(
+            "kl_coef",
+            default=0.01,
+            min=0.0,
+            max=10.0,
+            step=0.001,
+            tooltip="KL penalty to the starting table; guards against reward hacking (0 = off).",
+            **adv,
+        ),  # fmt: skip
+        io.Float.Input(
+            "clip_range",
+            default=0.2,
+            min=0.01,
+            max=1.0,
+            step=0.01,
+            tooltip="PPO ratio clip: how far one update may move the probability of a table.",
+            **adv,
+        ),
+        io.Boolean.Input("learn_scales", default=False, tooltip="Also tune the direction/time scales.", **adv),
+        io.Combo.Input(
+            "grouping",
+            options=list(GROUPINGS),
+            default="prompt",
+            tooltip="prompt: baseline from images of the same prompt; mixed: upstream's mixed-prompt groups.",
+            **adv,
+        ),  # fmt: skip
+        io.Int.Input(
+            "eval_every",
+            default=5,
+            min=1,
+            max=10000,
+            tooltip="Iterations between scoring the mean table on fixed seeds (keeps the best; preview).",
+        ),  # fmt: skip
+        io.Int.Input("eval_per_prompt", default=2, min=1, max=64, tooltip="Validation images per prompt.", **adv),
+        io.Int.Input("seed", default=0, min=0, max=2**31 - 1, tooltip="Seed of the policy, the tables and the noise."),
+        io.String.Input(
+            "policy_file",
+            default="",
+            optional=True,
+            tooltip="Name in models/epd_rl to save the policy state to at every validation (empty = no file).",
+        ),  # fmt: skip
+        io.Boolean.Input("resume", default=False, optional=True, tooltip="Continue from policy_file when it exists."),
+    ]
+
+
+def policy_path(name: str) -> str | None:
+    """models/epd_rl/<name>.safetensors for a plain file name; None when no name is given."""
+    name = name.strip().removesuffix(".safetensors")
+    if not name:
+        return None
+    if not re.fullmatch(r"[\w.\- ]+", name) or name.startswith("."):
+        raise ValueError(f"{RL_NODE}: policy_file {name!r} must be a plain file name (letters, digits, - _ . space)")
+    return os.path.join(folder_paths.models_dir, POLICY_FOLDER, name + ".safetensors")
+
+
+def prompt_texts(text: str, count: int) -> list[str]:
+    """One text per positive prompt: the lines of ``text``, or empty strings."""
+    lines = [line.strip() for line in text.splitlines() if line.strip()]
+    if not lines:
+        return [""] * count
+    if len(lines) != count:
+        raise ValueError(
+            f"{RL_NODE}: {len(lines)} prompt text lines for {count} positive prompts; give one line per prompt"
+        )
+    return lines
+
+
+def rl_config(opts: dict[str, Any]) -> RLConfig:
+    names = ("iterations", "prompts_per_step", "group_size", "concentration", "lr", "kl_coef", "clip_range",
+             "learn_scales", "grouping", "eval_every", "eval_per_prompt", "seed")  # fmt: skip
+    return RLConfig(**{n: opts[n] for n in names})
+
+
+def start_policy(table, config: RLConfig, path: str | None, resume: bool):
+    """A fresh policy on the table, or the saved one when resuming (its table must have the same steps and K)."""
+    if not (resume and path and os.path.exists(path)):
+        return make_policy(table, config), 0
+    policy, done = load_policy(path)
+    if (policy.table.num_steps, policy.table.num_points) != (table.num_steps, table.num_points):
+        raise ValueError(f"{RL_NODE}: {path} holds a policy for {policy.table.num_steps} steps and K = "
+                         f"{policy.table.num_points}, the table has {table.num_steps} and {table.num_points}")  # fmt: skip
+    log.info("EPD RL: resuming %s after %d iterations", path, done)
+    return policy, done
+
+
+def make_rollout(model, vae, positive, negative, opts, table, reporter) -> rl_bridge.ComfyRollout:
+    """The guider + VAE rollout for these prompts, on the table's own grid."""
+    if len(negative) not in (1, len(positive)):
+        raise ValueError(
+            f"{RL_NODE}: {len(positive)} positive and {len(negative)} negative prompts; give one negative or one per positive"
+        )
+    sigmas = bridge.table_sigmas(model, table, RL_NODE)
+    kind = bridge.kind_of(model.get_model_object("model_sampling"))
+    form = plan.resolve_form(opts["form"], table, opts["cfg"])
+    config = StepConfig(kind=kind, form=form, afs=table.afs)
+    return rl_bridge.ComfyRollout(model, vae, positive, negative, opts["cfg"], (opts["width"], opts["height"]),
+                                  sigmas, config, reporter.should_stop, RL_NODE)  # fmt: skip
+
+
+def run_rl(model, vae, positive, negative, reward, table, opts, node_id):
+    """Run RDPO; returns (best mean table, reward history, last validation images)."""
+    config = rl_config(opts)
+    texts = prompt_texts(opts.get("prompt_texts", ""), len(positive))
+    path = policy_path(opts.get("policy_file") or "")
+    policy, done = start_policy(table, config, path, bool(opts.get("resume")))
+    reporter = training_bridge.Reporter(config.iterations, node_id)
+    rollout = make_rollout(model, vae, positive, negative, opts, table, reporter)
+    best, rewards, preview = table, [], None
+    with torch.inference_mode(False):
+        for stats in rl_tune(policy, rollout, reward, texts, config, should_stop=reporter.should_stop):
+            best, preview = stats.best_table, stats.preview if stats.preview is not None else preview
+            rewards.append(stats.mean_reward)
+            shown = rl_bridge.preview_grid(stats.preview) if stats.preview is not None else None
+            reporter.update(stats.iteration, preview=shown, loss=stats.loss, reward=stats.mean_reward)
+            if path and stats.val_reward is not None:
+                save_policy(policy, path, iterations=done + stats.iteration)
+    meta = {"provenance": "rl", "guidance": opts["cfg"], "rl_kl_coef": config.kl_coef, "rl_concentration": config.concentration,
+            "rl_iterations_run": len(rewards), "cancelled": reporter.cancelled}  # fmt: skip
+    return best.replace(metadata={**dict(best.metadata), **meta}), rewards, preview
+
+
+class EPDRLTune(io.ComfyNode):
+    """EPD RL Tune -> EPD_TABLE, LOSS_MAP (rewards), IMAGE (issue 4)."""
+
+    @classmethod
+    def define_schema(cls) -> io.Schema:
+        return io.Schema(
+            node_id="EPD_RLTune",
+            display_name=RL_NODE,
+            category=CATEGORY,
+            description="Tune an EPD table with a reward (RDPO): tables are drawn from a Dirichlet policy around "
+            "the start, scored, and the policy learns from the comparison. The model is never trained. "
+            "Cancel keeps the best mean table so far.",
+            inputs=rl_inputs(),
+            outputs=[
+                table_output(),
+                LossMap.Output(display_name="rewards", tooltip="Mean reward per iteration, for Plot Loss Graph."),
+                io.Image.Output(display_name="preview", tooltip="The last validation images of the mean table."),
+            ],  # fmt: skip
+            hidden=[io.Hidden.unique_id],
+            is_input_list=True,
+            is_experimental=True,
+        )
+
+    @classmethod
+    def execute(cls, model: list, vae: list, positive: list, negative: list, **lists: list) -> io.NodeOutput:
+        opts = {k: v[0] for k, v in lists.items()}
+        with node_errors(RL_NODE):
+            reward, table = opts.pop("reward"), opts.pop("table")
+            best, rewards, preview = run_rl(model[0], vae[0], positive, negative, reward, table, opts,
+                                            getattr(cls.hidden, "unique_id", None))  # fmt: skip
+        images = preview if preview is not None else torch.zeros(1, 8, 8, 3)
+        return io.NodeOutput(best, {"loss": rewards}, images)

@@ -1,0 +1,134 @@
+"""EPD RL Tune through ComfyUI's real CFGGuider, a real (tiny, random) TAESD VAE and the exact toy MODEL (issue 4)."""
+
+from __future__ import annotations
+
+import pytest
+
+pytest.importorskip("comfy", reason="set COMFYUI_PATH to a ComfyUI checkout")
+
+import comfy.model_management  # noqa: E402
+import comfy.sd  # noqa: E402
+import comfy.taesd.taesd  # noqa: E402
+import comfy.utils  # noqa: E402
+import torch  # noqa: E402
+from comfyui_epd.epd_core.digits import digits_mixture  # noqa: E402
+from comfyui_epd.epd_core.grids import epd_sigmas  # noqa: E402
+from comfyui_epd.epd_core.rl import load_policy  # noqa: E402
+from comfyui_epd.epd_core.tables import default_table  # noqa: E402
+from comfyui_epd.nodes import rl_nodes  # noqa: E402
+from comfyui_epd.nodes.rl_nodes import EPDRLTune, run_rl  # noqa: E402
+from safetensors.torch import save_file  # noqa: E402
+
+toy = pytest.importorskip("testing_nodes.toy_model", reason="testing_nodes needs ComfyUI")
+
+
+@pytest.fixture(scope="module")
+def model():
+    return toy.toy_model_patcher(digits_mixture(per_class=2), "edm")
+
+
+@pytest.fixture(scope="module")
+def vae(tmp_path_factory):
+    """A random-weight TAESD written as safetensors and loaded by ComfyUI's own VAE detection."""
+    torch.manual_seed(0)
+    taesd = comfy.taesd.taesd.TAESD(latent_channels=4)  # built with ComfyUI's no-init ops: fill it ourselves
+    state = {
+        k: (torch.randn_like(v) * 0.05 if v.ndim > 1 else torch.zeros_like(v)) for k, v in taesd.state_dict().items()
+    }
+    state["vae_scale"] = torch.tensor(1.0)
+    path = tmp_path_factory.mktemp("vae") / "taesd_tiny.safetensors"
+    save_file(state, str(path))
+    return comfy.sd.VAE(sd=comfy.utils.load_torch_file(str(path)))
+
+
+def brightness(images: torch.Tensor, texts) -> torch.Tensor:
+    """A weight-free reward for the plumbing: mean brightness, shape [B]."""
+    assert images.ndim == 4 and images.shape[-1] == 3 and len(texts) == images.shape[0]
+    return images.mean(dim=(1, 2, 3))
+
+
+def start_table():
+    return default_table(epd_sigmas(2, 0.002, 80.0), 2, form="data", afs=True)
+
+
+def options(**changes):
+    opts = dict(prompt_texts="", cfg=2.0, width=32, height=32, form="auto", iterations=3, prompts_per_step=2,
+                group_size=2, concentration=20.0, lr=3e-3, kl_coef=0.01, clip_range=0.2, learn_scales=False,
+                grouping="prompt", eval_every=2, eval_per_prompt=1, seed=0, policy_file="", resume=False)  # fmt: skip
+    opts.update(changes)
+    return opts
+
+
+def conds():
+    return [toy.class_conditioning(c) for c in (1, 7)], [toy.empty_conditioning()]
+
+
+def test_rl_node_runs_rollouts_through_guider_and_vae(model, vae, tmp_path, monkeypatch):
+    monkeypatch.setattr(rl_nodes.folder_paths, "models_dir", str(tmp_path))
+    positive, negative = conds()
+    seen = []
+
+    def reward(images, texts):
+        seen.append((tuple(images.shape), list(texts)))
+        return brightness(images, texts)
+
+    opts = options(prompt_texts="one\nseven", policy_file="run1")
+    table, rewards, preview = run_rl(model, vae, positive, negative, reward, start_table(), opts, None)
+    assert len(rewards) == 3 and all(torch.isfinite(torch.tensor(rewards)))
+    assert seen[1] == ((4, 32, 32, 3), ["one", "seven", "one", "seven"])  # image i shows prompt i % P
+    assert preview.shape == (2, 32, 32, 3) and table.metadata["provenance"] == "rl"
+    assert not table.r_logits.requires_grad
+    policy, done = load_policy(tmp_path / "epd_rl" / "run1.safetensors")
+    assert done == 3 and policy.table.num_steps == 2
+
+
+def test_resume_continues_from_the_saved_policy(model, vae, tmp_path, monkeypatch):
+    monkeypatch.setattr(rl_nodes.folder_paths, "models_dir", str(tmp_path))
+    positive, negative = conds()
+    opts = options(policy_file="p", iterations=2)
+    run_rl(model, vae, positive, negative, brightness, start_table(), opts, None)
+    run_rl(
+        model,
+        vae,
+        positive,
+        negative,
+        brightness,
+        start_table(),
+        options(policy_file="p", iterations=2, resume=True),
+        None,
+    )
+    _, done = load_policy(tmp_path / "epd_rl" / "p.safetensors")
+    assert done == 4
+
+
+def test_node_execute_returns_table_rewards_and_preview(model, vae):
+    positive, negative = conds()
+    lists = {k: [v] for k, v in options(iterations=2).items()}
+    out = EPDRLTune.execute([model], [vae], positive, negative, reward=[brightness], table=[start_table()], **lists)
+    table, reward_map, images = out.result
+    assert table.num_steps == 2 and len(reward_map["loss"]) == 2 and images.shape[-1] == 3
+
+
+def test_cancel_returns_the_best_table_so_far(model, vae, monkeypatch):
+    calls = {"n": 0}
+    real = comfy.model_management.processing_interrupted
+
+    def interrupted():
+        calls["n"] += 1
+        return calls["n"] >= 6 or real()
+
+    monkeypatch.setattr(comfy.model_management, "processing_interrupted", interrupted)
+    positive, negative = conds()
+    table, rewards, _ = run_rl(model, vae, positive, negative, brightness, start_table(), options(iterations=50), None)
+    assert len(rewards) < 50 and table.metadata["cancelled"] is True
+    assert not real(), "the cancel flag is cleared so the rest of the graph still runs"
+
+
+def test_bad_inputs_get_clear_errors(model, vae):
+    positive, negative = conds()
+    with pytest.raises(ValueError, match="prompt text lines"):
+        run_rl(model, vae, positive, negative, brightness, start_table(), options(prompt_texts="only one"), None)
+    with pytest.raises(ValueError, match="plain file name"):
+        run_rl(model, vae, positive, negative, brightness, start_table(), options(policy_file="../x"), None)
+    with pytest.raises(ValueError, match="group_size"):
+        run_rl(model, vae, positive, negative, brightness, start_table(), options(group_size=1), None)
