@@ -1,116 +1,135 @@
-"""Stage 1 on the real Fashion-MNIST denoiser (issue 3): classifier-feature FD at 3 and 5 rounds.
+"""Stage 1 on the real Fashion-MNIST denoiser (issue 3), class-conditional: every solver at R rounds.
 
-    python -m bench.fmnist.bench_distill [--samples 1000] [--iterations 40] [--out bench/results]
+    COMFYUI_PATH=/work/comfyui python -m bench.fmnist.bench_distill --samples 2000 --rounds 3 5
 
-Unconditional sampling (null label) from sigma 80. For each budget R, distils a K = 2
-table (direction form, scales within 1 +/- 0.05, AFS, DPM-Solver-2 teacher with
-``--substeps`` inserted steps, per-step global loss or ``--targets final``) and reports the Fréchet distance
-of the classifier's features of ``--samples`` samples against the 10,000 test images,
-for the distilled table, the default table and the epd_core baselines (Euler, Heun,
-DPM-Solver-2, iPNDM; ComfyUI's are the same algorithms) on the same noise.
+Sample j gets class j % 10 at cfg 1 (plain conditional; bench/fmnist/README.md: the null class is
+weak). For each budget R: distils the EPD and EPD-Plugin tables (rows.distil), then runs them, the
+default EPD table and ComfyUI's built-ins (epd_core's baselines without COMFYUI_PATH) on the same
+noise, and reports the classifier-feature Fréchet distance to the 10,000 test images and the mean
+L2 error (784 pixels, clamped images) to a converged Heun-50 reference on the first
+``--ref-samples`` noises. Samples go to ``--save`` (for bench_fid); results to
+``--out/fmnist_cond_<tag>.json``, rewritten after every row.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
-import sys
+import logging
 import time
 from pathlib import Path
+from typing import Any
 
+import numpy as np
 import torch
 
-from epd_core.baselines import run_dpm2, run_euler, run_heun, run_ipndm
-from epd_core.demo import karras
-from epd_core.distill import DistillConfig, distill
-from epd_core.grids import epd_sigmas
-from epd_core.schedules import drop_penultimate
-from epd_core.solver import StepConfig, run_epd
-from epd_core.tables import default_table
+from bench.exact_setup import comfy_modules
 
 from . import data, metrics
 from .classifier import DEFAULT_WEIGHTS as CLASSIFIER_WEIGHTS
 from .classifier import load_classifier
+from .rows import SHAPE, SIGMA_MAX, LabelledModel, builtin_rows, check_alignment, distil, epd_row, start_table
+from .sample import karras_sigmas, sample_heun
 from .unet import DEFAULT_WEIGHTS, load_denoiser
 
-SIGMA_MIN, SIGMA_MAX = 0.002, 80.0
-SHAPE = (1, 28, 28)
+log = logging.getLogger(__name__)
+CHUNK = 50  # samples per solver call: a multiple of 10 keeps labels aligned
 
 
-def baselines(rounds: int) -> dict:
-    half = (rounds + 1) // 2
-    return {
-        "euler": lambda m, x: run_euler(m, x, karras(rounds)),
-        "ipndm": lambda m, x: run_ipndm(m, x, karras(rounds)),
-        "heun": lambda m, x: run_heun(m, x, karras(half)),
-        "dpm_2": lambda m, x: run_dpm2(m, x, drop_penultimate(karras(half + 1))),
-    }
-
-
-def distil(model, rounds: int, args) -> tuple:
-    sigmas = epd_sigmas((rounds + 1) // 2, SIGMA_MIN, SIGMA_MAX)
-    start = default_table(sigmas, 2, form="direction", afs=True).replace(scale_dir=0.05, scale_time=0.05)
-    config = DistillConfig(iterations=args.iterations, batch=8, teacher="dpm_2", inserted=args.substeps,
-                           targets=args.targets, bptt=args.targets == "final", eval_every=10, val_batch=16, seed=0)  # fmt: skip
-
-    def noise_fn(batch: int, gen: torch.Generator) -> torch.Tensor:
-        return torch.randn((batch, *SHAPE), generator=gen) * SIGMA_MAX
-
-    started = time.perf_counter()
-    *_, last = distill(model, start, noise_fn, config, step_config=StepConfig(form="direction", afs=True))
-    return last.best_table, time.perf_counter() - started
-
-
-def sample_in_chunks(fn, x: torch.Tensor, chunk: int = 250) -> torch.Tensor:
+def sample_rows(fn, model: LabelledModel, x: torch.Tensor) -> tuple[torch.Tensor, int]:
+    """Samples [N, 1, 28, 28] clamped to [-1, 1], and the model calls (rounds) of one chunk."""
+    parts, rounds = [], 0
     with torch.no_grad():
-        return torch.cat([fn(part) for part in x.split(chunk)]).clamp(-1, 1)
+        for part in x.split(CHUNK):
+            model.calls = 0
+            parts.append(fn(model, part.clone()).float())
+            rounds = model.calls
+    return torch.cat(parts).clamp(-1, 1), rounds
+
+
+def reference(model: LabelledModel, x: torch.Tensor, path: Path) -> torch.Tensor:
+    """Heun-50 (99 rounds) on x, cached at ``path`` (keyed by the noise's shape and seed)."""
+    if path.is_file():
+        return torch.from_numpy(np.load(path))
+    out, _ = sample_rows(lambda m, part: sample_heun(m, part, karras_sigmas(50)), model, x)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    np.save(path, out.numpy())
+    return out
+
+
+def solver_rows(model: LabelledModel, rounds: int, args, comfy, record: dict) -> dict:
+    """Distilled tables (timed into ``record``) and every other row for budget R."""
+    rows = {}
+    for name, order in (("EPD distilled", 1), ("EPD-Plugin distilled", 3)):
+        if args.only is not None and name not in args.only:
+            continue
+        table, seconds = distil(model, rounds, args.targets, args.iterations, max_order=order)
+        record.setdefault("distill_seconds", {}).setdefault(name, {})[str(rounds)] = round(seconds, 1)
+        log.info("R=%d %s: distilled in %.0f s", rounds, name, seconds)
+        rows[name] = epd_row(table, order)
+        if order == 1:
+            record.setdefault("alignment_gap", {})[str(rounds)] = check_alignment(model, table)
+    rows["EPD default"] = epd_row(start_table(rounds))
+    return rows | builtin_rows(rounds, comfy)
+
+
+def measure(model, fn, x, ref_images, classifier, ref_stats) -> tuple[dict[str, Any], torch.Tensor]:
+    started = time.perf_counter()
+    samples, rounds = sample_rows(fn, model, x)
+    feats = metrics.classifier_features(classifier, samples)
+    err = (samples[: len(ref_images)] - ref_images).flatten(1).norm(dim=1).mean().item()
+    result = {
+        "fd": metrics.frechet_from_stats(metrics.feature_stats(feats), ref_stats),
+        "ref_error": err,
+        "rounds": rounds,
+        "seconds": round(time.perf_counter() - started, 1),
+    }
+    return result, samples
+
+
+def parse(argv: list[str] | None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--samples", type=int, default=2000, help="samples per row (a multiple of 50)")
+    p.add_argument("--ref-samples", type=int, default=500, help="noises with a Heun-50 reference")
+    p.add_argument("--rounds", type=int, nargs="+", default=[3, 5, 7, 9])
+    p.add_argument("--iterations", type=int, default=80, help="distillation iterations")
+    p.add_argument("--targets", choices=("global", "local", "final"), default="final")
+    p.add_argument("--only", nargs="*", default=None, help="run only these rows (names as in the JSON)")
+    p.add_argument("--tag", default="main", help="JSON name: fmnist_cond_<tag>.json")
+    p.add_argument("--out", type=Path, default=Path("bench/results"))
+    p.add_argument("--save", type=Path, default=Path("bench/out/fmnist_cond"), help="sample .npy folder")
+    p.add_argument("--threads", type=int, default=1)
+    args = p.parse_args(argv)
+    if args.samples % CHUNK or args.ref_samples % CHUNK or args.ref_samples > args.samples:
+        p.error(f"--samples and --ref-samples must be multiples of {CHUNK}, ref-samples <= samples")
+    return args
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--samples", type=int, default=1000)
-    p.add_argument("--iterations", type=int, default=40)
-    p.add_argument("--substeps", type=int, default=7)
-    p.add_argument("--targets", choices=("global", "local", "final"), default="global")
-    p.add_argument("--rounds", type=int, nargs="+", default=[3, 5])
-    p.add_argument("--out", type=Path, default=Path("bench/results"))
-    args = p.parse_args(argv)
-    torch.set_num_threads(2)
-    denoiser = load_denoiser(DEFAULT_WEIGHTS)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
+    args = parse(argv)
+    torch.set_num_threads(args.threads)
+    comfy = comfy_modules()
+    model = LabelledModel(load_denoiser(DEFAULT_WEIGHTS))
     classifier = load_classifier(CLASSIFIER_WEIGHTS)
-    test = data.load_split("test").images
-    reference = metrics.feature_stats(metrics.classifier_features(classifier, test))
-
-    def model(x: torch.Tensor, sigma: torch.Tensor, **_) -> torch.Tensor:
-        return denoiser(x, sigma)
-
+    ref_stats = metrics.feature_stats(metrics.classifier_features(classifier, data.load_split("test").images))
     x = torch.randn((args.samples, *SHAPE), generator=torch.Generator().manual_seed(1000)) * SIGMA_MAX
-    results: dict[str, dict[int, float]] = {}
-    out = sys.stdout
-    for rounds in args.rounds:
-        table, seconds = distil(model, rounds, args)
-        out.write(f"R={rounds}: distilled in {seconds:.0f} s\n")
-        results.setdefault("distill seconds", {})[rounds] = seconds
-        runs = {
-            "EPD distilled (direction)": lambda part, t=table: run_epd(model, part, t.sigmas, params=t, form="direction", afs=True),
-            "EPD default (direction, Gauss-Legendre)": lambda part, r=rounds: run_epd(
-                model, part, epd_sigmas((r + 1) // 2, SIGMA_MIN, SIGMA_MAX), form="direction", afs=True),
-            "EPD default (data, uniform)": lambda part, r=rounds: run_epd(
-                model, part, epd_sigmas((r + 1) // 2, SIGMA_MIN, SIGMA_MAX), form="data", afs=True),
-            **{name: (lambda part, f=fn: f(model, part)) for name, fn in baselines(rounds).items()},
-        }  # fmt: skip
-        for name, fn in runs.items():
-            samples = sample_in_chunks(fn, x)
-            fd = metrics.frechet_from_stats(
-                metrics.feature_stats(metrics.classifier_features(classifier, samples)), reference
-            )
-            results.setdefault(name, {})[rounds] = fd
-            out.write(f"  {name}: classifier FD {fd:.3f}\n")
-            out.flush()
+    ref_images = reference(model, x[: args.ref_samples], args.save / f"heun50_first{args.ref_samples}.npy")
+    record = {"samples": args.samples, "ref_samples": args.ref_samples, "cfg": 1.0, "labels": "sample j: j % 10",
+              "comfyui": comfy is not None, "targets": args.targets, "iterations": args.iterations,
+              "threads": args.threads, "rows": {}}  # fmt: skip
+    path = args.out / f"fmnist_cond_{args.tag}.json"
     args.out.mkdir(parents=True, exist_ok=True)
-    (args.out / f"fmnist_distill_{args.targets}.json").write_text(
-        json.dumps({"samples": args.samples, "results": results}, indent=1)
-    )
+    for rounds in args.rounds:
+        for name, fn in solver_rows(model, rounds, args, comfy, record).items():
+            if args.only is not None and name not in args.only:
+                continue
+            result, samples = measure(model, fn, x, ref_images, classifier, ref_stats)
+            record["rows"].setdefault(name, {})[str(rounds)] = result
+            log.info("R=%d %s: %s", rounds, name, result)
+            args.save.mkdir(parents=True, exist_ok=True)
+            np.save(args.save / f"R{rounds}_{name.replace(' ', '_')}.npy", samples.numpy())
+            path.write_text(json.dumps(record, indent=1))
     return 0
 
 

