@@ -5,11 +5,20 @@ from __future__ import annotations
 import logging
 import os
 
-from . import bridge, folders
+from . import bridge, folders, reward_files
 from ._api import ComfyExtension, io
 from .distill_nodes import EPDDistill
 from .file_nodes import EPDImportUpstreamTable, EPDLoadTable, EPDSaveTable
 from .options import KSAMPLER_ENTRY_ENV, KSAMPLER_ENTRY_NAME
+from .reward_nodes import (
+    EPDAestheticReward,
+    EPDCLIPScoreReward,
+    EPDHPSReward,
+    EPDPickScoreReward,
+    EPDRewardMix,
+    EPDScoreImages,
+    EPDWeightFreeReward,
+)
 from .rl_nodes import EPDRLTune
 from .sampler_nodes import EPDSampler, EPDSigmas
 from .table_nodes import EPDDefaultTable, EPDTable
@@ -26,6 +35,13 @@ NODES: tuple[type[io.ComfyNode], ...] = (
     EPDImportUpstreamTable,
     EPDDistill,
     EPDRLTune,
+    EPDWeightFreeReward,
+    EPDAestheticReward,
+    EPDPickScoreReward,
+    EPDCLIPScoreReward,
+    EPDHPSReward,
+    EPDRewardMix,
+    EPDScoreImages,
 )
 
 
@@ -39,6 +55,7 @@ class EPDExtension(ComfyExtension):
 
     async def on_load(self) -> None:
         folders.register_folder()
+        reward_files.register_reward_folders()
         if ksampler_entry_requested() and bridge.register_ksampler_entry():
             log.info("EPD: added %r to the KSampler sampler list (%s=1).", KSAMPLER_ENTRY_NAME, KSAMPLER_ENTRY_ENV)
 

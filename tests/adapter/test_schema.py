@@ -61,6 +61,17 @@ EXPECTED = {
         ],
         ["EPD_TABLE", "LOSS_MAP"],
     ),
+    "EPD_WeightFreeReward": ("EPD Weight-Free Reward", ["kind"], ["EPD_REWARD"]),
+    "EPD_AestheticReward": ("EPD Aesthetic Reward", ["clip_vision", "head"], ["EPD_REWARD"]),
+    "EPD_PickScoreReward": ("EPD PickScore Reward", ["model"], ["EPD_REWARD"]),
+    "EPD_CLIPScoreReward": ("EPD CLIP Score Reward", ["model"], ["EPD_REWARD"]),
+    "EPD_HPSReward": ("EPD HPS Reward", ["model"], ["EPD_REWARD"]),
+    "EPD_RewardMix": (
+        "EPD Reward Mix",
+        ["reward_1", "weight_1", "reward_2", "weight_2", "reward_3", "weight_3", "reward_4", "weight_4"],
+        ["EPD_REWARD"],
+    ),
+    "EPD_ScoreImages": ("EPD Score Images", ["images", "reward", "prompt"], ["FLOAT", "STRING"]),
     "EPD_RLTune": (
         "EPD RL Tune",
         ["model", "vae", "positive", "negative", "reward", "table", "prompt_texts", "cfg", "width", "height", "form",
@@ -99,7 +110,7 @@ def test_conventions(node_list):
     for cls in node_list:
         schema = cls.GET_SCHEMA()
         assert schema.node_id.startswith("EPD_") and schema.display_name.startswith("EPD ")
-        assert schema.category == "sampling/custom_sampling/epd"
+        assert schema.category in ("sampling/custom_sampling/epd", "sampling/custom_sampling/epd/rewards")
         assert schema.description, schema.node_id
         for inp in schema.inputs:
             assert inp.tooltip and len(inp.tooltip) > 15, f"{schema.node_id}.{inp.id} needs a tooltip"
@@ -109,7 +120,7 @@ def test_v1_info_as_object_info_serves_it(node_list):
     for cls in node_list:
         info = cls.GET_NODE_INFO_V1()
         assert info["name"] == cls.GET_SCHEMA().node_id
-        assert info["category"] == "sampling/custom_sampling/epd"
+        assert info["category"].startswith("sampling/custom_sampling/epd")
     save = next(c for c in node_list if c.GET_SCHEMA().node_id == "EPD_SaveTable")
     assert save.GET_NODE_INFO_V1()["output_node"] is True
 
