@@ -2,7 +2,7 @@
 
 Each reward is an ``epd_core.rl.rewards.BaseReward``: ``reward(images [B, H, W, 3] in [0, 1],
 prompts) -> float32 [B]``. Models are wrapped in ComfyUI's CoreModelPatcher and loaded with
-``load_model_gpu`` before scoring (the pattern of comfy/clip_vision.py), so the memory manager
+``load_models_gpu`` (full load) before scoring (the pattern of comfy/clip_vision.py), so the memory manager
 swaps them with the diffusion model and the VAE. Nothing is downloaded; docs/rewards.md says
 where each file comes from.
 """
@@ -164,7 +164,8 @@ class CLIPTextImageReward(BaseReward):
                 f"{self.name}: this reward compares each image with its prompt, but some prompts are empty; "
                 "fill prompt_texts on EPD RL Tune (one line per positive) or the prompt on EPD Score Images"
             )
-        mm.load_model_gpu(self.patcher)
+        # full load: a plain transformers module has no comfy cast ops, so it cannot run partly offloaded
+        mm.load_models_gpu([self.patcher], force_full_load=True)
         device, dtype = self.patcher.load_device, next(self.model.parameters()).dtype
         pixels = comfy.clip_model.clip_preprocess(images.to(device), size=self.size, mean=self.mean, std=self.std)
         tokens = self.tokenizer(
