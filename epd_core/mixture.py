@@ -118,3 +118,18 @@ def gaussian(mean: float = 0.5, std: float = 0.5, dim: int = 4) -> GaussianMixtu
         eigvals=torch.full((1, dim), std**2, dtype=torch.float64),
         labels=torch.zeros(1, dtype=torch.long),
     )
+
+
+def two_blobs(labels: tuple[int, int] = (0, 0)) -> GaussianMixture:
+    """Two narrow Gaussians (std 0.1) in 4-d: curved ODE paths, so a 2-3 step solver has a visible error.
+
+    labels (0, 0) makes one class; (0, 1) gives each blob its own class for conditional tests.
+    """
+    eye = torch.eye(4, dtype=torch.float64)
+    return GaussianMixture(
+        log_weights=torch.log(torch.tensor([0.5, 0.5], dtype=torch.float64)),
+        means=torch.tensor([[1.0, 1.0, 0.0, 0.0], [-1.0, 0.5, 0.5, -1.0]], dtype=torch.float64),
+        eigvecs=torch.stack([eye, eye]),
+        eigvals=torch.full((2, 4), 0.01, dtype=torch.float64),
+        labels=torch.tensor(labels),
+    )

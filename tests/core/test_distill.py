@@ -7,7 +7,7 @@ import torch
 
 from epd_core.distill import DistillConfig, distill
 from epd_core.distill.teacher import refine_interval, teacher_trajectory
-from epd_core.mixture import GaussianMixture
+from epd_core.mixture import two_blobs
 from epd_core.schedules import get_sigmas_polynomial
 from epd_core.solver import StepConfig, sample_epd
 from epd_core.tables import default_table
@@ -15,19 +15,7 @@ from epd_core.tables import default_table
 SIGMA_MAX = 20.0
 
 
-def two_blob_mixture() -> GaussianMixture:
-    """Two narrow Gaussians in 4-d: curved ODE paths, so a 2-step solver has a visible error."""
-    eye = torch.eye(4, dtype=torch.float64)
-    return GaussianMixture(
-        log_weights=torch.log(torch.tensor([0.5, 0.5], dtype=torch.float64)),
-        means=torch.tensor([[1.0, 1.0, 0.0, 0.0], [-1.0, 0.5, 0.5, -1.0]], dtype=torch.float64),
-        eigvecs=torch.stack([eye, eye]),
-        eigvals=torch.full((2, 4), 0.01, dtype=torch.float64),
-        labels=torch.zeros(2, dtype=torch.long),
-    )
-
-
-MIX = two_blob_mixture()
+MIX = two_blobs()
 
 
 def model(x: torch.Tensor, sigma: torch.Tensor) -> torch.Tensor:

@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from epd_core.digits import ExactModel
-from epd_core.mixture import GaussianMixture
+from epd_core.mixture import two_blobs
 from epd_core.rl import Cancelled, DirichletTablePolicy, RLConfig, denoiser_rollout, rl_tune
 from epd_core.rl.loop import Validator
 from epd_core.schedules import get_sigmas_polynomial
@@ -16,19 +16,7 @@ from epd_core.tables import default_table
 SIGMA_MAX = 20.0
 
 
-def two_class_mixture() -> GaussianMixture:
-    """Two narrow Gaussians in 4-d, one per class: curved paths, so 3 steps leave samples off the blobs."""
-    eye = torch.eye(4, dtype=torch.float64)
-    return GaussianMixture(
-        log_weights=torch.log(torch.tensor([0.5, 0.5], dtype=torch.float64)),
-        means=torch.tensor([[1.0, 1.0, 0.0, 0.0], [-1.0, 0.5, 0.5, -1.0]], dtype=torch.float64),
-        eigvecs=torch.stack([eye, eye]),
-        eigvals=torch.full((2, 4), 0.01, dtype=torch.float64),
-        labels=torch.tensor([0, 1]),
-    )
-
-
-MIX = two_class_mixture()
+MIX = two_blobs((0, 1))
 
 
 def on_blob_reward(images: torch.Tensor, texts) -> torch.Tensor:
