@@ -22,13 +22,13 @@ from . import bridge, plan, rl_bridge, training_bridge
 from ._api import io
 from .errors import node_errors
 from .options import CATEGORY, FORMS
+from .reward_nodes import EPDReward
 from .types import table_input, table_output
 
 log = logging.getLogger(__name__)
 
 RL_NODE = "EPD RL Tune"
 POLICY_FOLDER = "epd_rl"
-Reward = io.Custom("EPD_REWARD")
 LossMap = io.Custom("LOSS_MAP")
 
 
@@ -40,7 +40,7 @@ def rl_inputs() -> list[io.Input]:
         io.Vae.Input("vae", tooltip="Decodes the rollouts to images for the reward."),
         io.Conditioning.Input("positive", tooltip="Prompts: a list gives one prompt per group of images."),
         io.Conditioning.Input("negative", tooltip="Negative prompt(s): one, or one per positive prompt."),
-        Reward.Input("reward", tooltip="What to maximise: an EPD reward node (or EPD Reward Mix)."),
+        EPDReward.Input("reward", tooltip="What to maximise: an EPD reward node (or EPD Reward Mix)."),
         table_input("The starting table (a distilled one works best); the policy starts exactly at it.", False),
         io.String.Input(
             "prompt_texts",
