@@ -8,7 +8,8 @@ default EPD table and ComfyUI's built-ins (epd_core's baselines without COMFYUI_
 noise, and reports the classifier-feature Fréchet distance to the 10,000 test images and the mean
 L2 error (784 pixels, clamped images) to a converged Heun-50 reference on the first
 ``--ref-samples`` noises. Samples go to ``--save`` (for bench_fid); results to
-``--out/fmnist_cond_<tag>.json``, rewritten after every row.
+``--out/fmnist_cond_<tag>.json``, rewritten after every row. Distilled tables are kept in
+``--save/tables`` and reused by later runs with the same recipe.
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ import numpy as np
 import torch
 
 from bench.exact_setup import comfy_modules
+from epd_core.table_io import load_table, save_table
 
 from . import data, metrics
 from .classifier import DEFAULT_WEIGHTS as CLASSIFIER_WEIGHTS
@@ -57,18 +59,29 @@ def reference(model: LabelledModel, x: torch.Tensor, path: Path) -> torch.Tensor
     return out
 
 
+def distilled_table(model: LabelledModel, rounds: int, name: str, order: int, args, record: dict):
+    """The distilled table for R rounds: from ``--save/tables`` when an earlier run made it, else distilled and timed."""
+    path = args.save / "tables" / f"R{rounds}_{name.replace(' ', '_')}_{args.targets}{args.iterations}.safetensors"
+    if path.is_file():
+        return load_table(path)
+    table, seconds, cpu = distil(model, rounds, args.targets, args.iterations, max_order=order)
+    record.setdefault("distill_seconds", {}).setdefault(name, {})[str(rounds)] = round(seconds, 1)
+    record.setdefault("distill_cpu_seconds", {}).setdefault(name, {})[str(rounds)] = round(cpu, 1)
+    log.info("R=%d %s: distilled in %.0f s (%.0f s CPU)", rounds, name, seconds, cpu)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    save_table(table, path)
+    return table
+
+
 def solver_rows(model: LabelledModel, rounds: int, args, comfy, record: dict) -> dict:
-    """Distilled tables (timed into ``record``) and every other row for budget R."""
+    """Distilled tables and every other row for budget R."""
     rows = {}
     for name, order in (("EPD distilled", 1), ("EPD-Plugin distilled", 3)):
-        if args.only is not None and name not in args.only:
-            continue
-        table, seconds = distil(model, rounds, args.targets, args.iterations, max_order=order)
-        record.setdefault("distill_seconds", {}).setdefault(name, {})[str(rounds)] = round(seconds, 1)
-        log.info("R=%d %s: distilled in %.0f s", rounds, name, seconds)
-        rows[name] = epd_row(table, order)
-        if order == 1:
-            record.setdefault("alignment_gap", {})[str(rounds)] = check_alignment(model, table)
+        if args.only is None or name in args.only:
+            table = distilled_table(model, rounds, name, order, args, record)
+            rows[name] = epd_row(table, order)
+            if order == 1:
+                record.setdefault("alignment_gap", {})[str(rounds)] = check_alignment(model, table)
     rows["EPD default"] = epd_row(start_table(rounds))
     return rows | builtin_rows(rounds, comfy)
 

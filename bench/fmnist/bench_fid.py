@@ -3,7 +3,7 @@
     python -m bench.fmnist.bench_fid --rounds 3 5
 
 Reads the samples bench_distill saved (``--save``), so every row is scored on exactly the samples
-whose classifier FD it reports. Key rows: the distilled EPD, the distilled EPD-Plugin and the two
+whose classifier FD it reports. Key rows: the distilled EPD and the two
 built-ins with the lowest classifier FD at each budget (from ``--results``), or ``--rows``. FID is
 against the first ``--reference`` test images; their Inception statistics are cached in ``--save``.
 About 0.1-0.17 s per image on 1 CPU thread. Results are merged into ``--out``.
@@ -67,7 +67,7 @@ def main(argv: list[str] | None = None) -> int:
     record = json.loads(args.out.read_text()) if args.out.is_file() else {"rows": {}}
     record |= {"samples": args.samples, "reference_test_images": args.reference}
     for rounds in args.rounds:
-        names = args.rows or ["EPD distilled", "EPD-Plugin distilled", *best_builtins(args.results, rounds)]
+        names = args.rows or ["EPD distilled", *best_builtins(args.results, rounds)]
         for name in names:
             started = time.perf_counter()
             samples = torch.from_numpy(np.load(args.save / f"R{rounds}_{name.replace(' ', '_')}.npy"))

@@ -14,7 +14,10 @@ import json
 import sys
 from pathlib import Path
 
-DEFAULT_RESULTS = [Path("bench/results/fmnist_cond_epd.json"), Path("bench/results/fmnist_cond_builtins.json")]
+from .rows import BUILTINS
+
+RESULTS_DIR = Path("bench/results")
+ORDER = ("EPD distilled", "EPD-Plugin distilled", "EPD default", *BUILTINS)
 METRICS = (("fd", "classifier-feature FD (log)"), ("ref_error", "L2 error to Heun-50 (log)"))
 
 
@@ -26,7 +29,7 @@ def merged_rows(paths: list[Path]) -> dict[str, dict[str, dict]]:
             for name, per_r in json.loads(path.read_text())["rows"].items():
                 for rounds, result in per_r.items():
                     rows.setdefault(name, {}).setdefault(rounds, result)
-    return rows
+    return {name: rows[name] for name in sorted(rows, key=lambda n: ORDER.index(n) if n in ORDER else len(ORDER))}
 
 
 def plot(rows: dict[str, dict[str, dict]], path: Path) -> None:
@@ -37,15 +40,16 @@ def plot(rows: dict[str, dict[str, dict]], path: Path) -> None:
 
     fig, axes = plt.subplots(1, 2, figsize=(11, 4.2))
     for ax, (key, label) in zip(axes, METRICS):
-        for name, per_r in rows.items():
+        for index, (name, per_r) in enumerate(rows.items()):
             budgets = sorted(int(r) for r in per_r)
             style = "-o" if name.startswith("EPD") else "--."
             width = 2.5 if "distilled" in name else 1.2
-            ax.plot(budgets, [per_r[str(r)][key] for r in budgets], style, lw=width, label=name)
+            color = plt.cm.tab20(index % 20)  # tab10 has fewer colours than rows
+            ax.plot(budgets, [per_r[str(r)][key] for r in budgets], style, lw=width, color=color, label=name)
         ax.set(xlabel="sequential model rounds R", ylabel=label, yscale="log", xticks=[3, 5, 7, 9])
         ax.grid(alpha=0.3, which="both")
     axes[1].legend(fontsize=7, ncol=2)
-    fig.suptitle("Fashion-MNIST EDM UNet, class-conditional (cfg 1): 2,000 samples per point")
+    fig.suptitle("Fashion-MNIST EDM UNet, class-conditional (cfg 1), same noise for every solver")
     fig.tight_layout()
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=110)
@@ -66,11 +70,12 @@ def table(rows: dict[str, dict[str, dict]], fid: dict[str, dict[str, float]]) ->
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--results", type=Path, nargs="+", default=DEFAULT_RESULTS)
+    p.add_argument("--results", type=Path, nargs="*", default=None, help="default: every fmnist_cond_*.json")
     p.add_argument("--fid", type=Path, default=Path("bench/results/fmnist_cond_fid.json"))
     p.add_argument("--png", type=Path, default=Path("bench/results/fmnist_cond.png"))
     args = p.parse_args(argv)
-    rows = merged_rows(args.results)
+    paths = args.results or sorted(p for p in RESULTS_DIR.glob("fmnist_cond_*.json") if p.stem != "fmnist_cond_fid")
+    rows = merged_rows(paths)
     fid = json.loads(args.fid.read_text())["rows"] if args.fid.is_file() else {}
     plot(rows, args.png)
     sys.stdout.write(table(rows, fid) + "\n")
