@@ -175,11 +175,13 @@ def run_rl(model, vae, positive, negative, reward, table, opts, node_id):
     config = rl_config(opts)
     texts = prompt_texts(opts.get("prompt_texts", ""), len(positive))
     path = policy_path(opts.get("policy_file") or "")
-    policy, done = start_policy(table, config, path, bool(opts.get("resume")))
     reporter = training_bridge.Reporter(config.iterations, node_id)
     rollout = make_rollout(model, vae, positive, negative, opts, table, reporter)
     best, rewards, preview = table, [], None
+    # ComfyUI runs prompts under inference_mode: the policy must be built and trained outside it
+    # (inference tensors cannot be saved for backward).
     with torch.inference_mode(False):
+        policy, done = start_policy(table, config, path, bool(opts.get("resume")))
         for stats in rl_tune(policy, rollout, reward, texts, config, should_stop=reporter.should_stop):
             best, preview = stats.best_table, stats.preview if stats.preview is not None else preview
             rewards.append(stats.mean_reward)

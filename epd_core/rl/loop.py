@@ -89,16 +89,17 @@ def update_policy(policy, optimizer, draw, log_prob_old, advantages, config: RLC
     """PPO epochs over shuffled minibatches; returns (last loss, KL to the start)."""
     gen = torch.Generator().manual_seed(config.seed)
     loss_value, kl_value = 0.0, 0.0
-    for _ in range(config.ppo_epochs):
-        for index in torch.randperm(len(draw), generator=gen).split(config.minibatch):
-            kl = policy.kl_to_base()
-            loss = ppo_loss(policy.log_prob(draw[index]), log_prob_old[index], advantages[index], config.clip_range)
-            loss = loss + config.kl_coef * kl
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            torch.nn.utils.clip_grad_norm_(policy.parameters(), config.max_grad_norm)
-            optimizer.step()
-            loss_value, kl_value = float(loss.detach()), float(kl.detach())
+    with torch.enable_grad():  # callers may sit in no_grad (e.g. a ComfyUI prompt); the policy needs autograd
+        for _ in range(config.ppo_epochs):
+            for index in torch.randperm(len(draw), generator=gen).split(config.minibatch):
+                kl = policy.kl_to_base()
+                loss = ppo_loss(policy.log_prob(draw[index]), log_prob_old[index], advantages[index], config.clip_range)
+                loss = loss + config.kl_coef * kl
+                optimizer.zero_grad(set_to_none=True)
+                loss.backward()
+                torch.nn.utils.clip_grad_norm_(policy.parameters(), config.max_grad_norm)
+                optimizer.step()
+                loss_value, kl_value = float(loss.detach()), float(kl.detach())
     return loss_value, kl_value
 
 

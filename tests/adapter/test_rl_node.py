@@ -104,7 +104,8 @@ def test_resume_continues_from_the_saved_policy(model, vae, tmp_path, monkeypatc
 def test_node_execute_returns_table_rewards_and_preview(model, vae):
     positive, negative = conds()
     lists = {k: [v] for k, v in options(iterations=2).items()}
-    out = EPDRLTune.execute([model], [vae], positive, negative, reward=[brightness], table=[start_table()], **lists)
+    with torch.inference_mode():  # as ComfyUI's prompt worker runs every node
+        out = EPDRLTune.execute([model], [vae], positive, negative, reward=[brightness], table=[start_table()], **lists)
     table, reward_map, images = out.result
     assert table.num_steps == 2 and len(reward_map["loss"]) == 2 and images.shape[-1] == 3
 
