@@ -71,12 +71,16 @@ def table(rows: dict[str, dict[str, dict]], fid: dict[str, dict[str, float]]) ->
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--results", type=Path, nargs="*", default=None, help="default: every fmnist_cond_*.json")
-    p.add_argument("--fid", type=Path, default=Path("bench/results/fmnist_cond_fid.json"))
+    p.add_argument("--fid", type=Path, nargs="*", default=None, help="default: every fmnist_cond_fid*.json")
     p.add_argument("--png", type=Path, default=Path("bench/results/fmnist_cond.png"))
     args = p.parse_args(argv)
-    paths = args.results or sorted(p for p in RESULTS_DIR.glob("fmnist_cond_*.json") if p.stem != "fmnist_cond_fid")
+    fid_paths = args.fid or sorted(RESULTS_DIR.glob("fmnist_cond_fid*.json"))
+    paths = args.results or sorted(set(RESULTS_DIR.glob("fmnist_cond_*.json")) - set(fid_paths))
     rows = merged_rows(paths)
-    fid = json.loads(args.fid.read_text())["rows"] if args.fid.is_file() else {}
+    fid: dict[str, dict[str, float]] = {}
+    for path in fid_paths:
+        for name, per_r in json.loads(path.read_text())["rows"].items():
+            fid.setdefault(name, {}).update(per_r)
     plot(rows, args.png)
     sys.stdout.write(table(rows, fid) + "\n")
     return 0
