@@ -131,6 +131,8 @@ def main(argv: list[str] | None = None) -> int:
     record = {"samples": args.samples, "ref_samples": args.ref_samples, "cfg": 1.0, "labels": "sample j: j % 10",
               "comfyui": comfy is not None, "targets": args.targets, "iterations": args.iterations,
               "threads": args.threads, "rows": {}}  # fmt: skip
+    # The converged level on the same noises: near it, feature distances stop tracking accuracy.
+    record["heun50_fd_on_ref_samples"] = metrics.classifier_fd(classifier, ref_images, ref_stats)
     path = args.out / f"fmnist_cond_{args.tag}.json"
     args.out.mkdir(parents=True, exist_ok=True)
     for rounds in args.rounds:
