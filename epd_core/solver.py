@@ -199,7 +199,9 @@ def advance(
     config: StepConfig,
 ) -> tuple[torch.Tensor, torch.Tensor, list[torch.Tensor]]:
     """Step n of the EPD loop: anchor, jump direction, K points; returns (x_next, D_bar, history)."""
-    sigma, sigma_next = float(sigmas[n]), float(sigmas[n + 1])
+    # A grid that requires grad (distillation with learned sigmas) stays a tensor so the
+    # gradient reaches it through every use; otherwise plain floats, as ComfyUI passes them.
+    sigma, sigma_next = (sigmas[n], sigmas[n + 1]) if sigmas.requires_grad else (float(sigmas[n]), float(sigmas[n + 1]))
     if n == 0 and config.afs:
         denoised = afs_denoised(x, sigma, config.kind)
     else:

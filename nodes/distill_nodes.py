@@ -86,6 +86,13 @@ def distill_inputs() -> list[io.Input]:
             tooltip="Learned direction/time scales stay within 1 +/- this (0 = off).",
             **adv,
         ),
+        io.Boolean.Input(
+            "learn_sigmas",
+            default=False,
+            tooltip="Also learn the grid's interior sigmas (end points stay). Sample with EPD Sigmas fed this "
+            "table, so the sampler uses the learned grid.",
+            **adv,
+        ),
         io.Boolean.Input("afs", default=True, tooltip="Analytical first step: saves one model round from pure noise."),
         io.Int.Input(
             "seed", default=0, min=0, max=2**31 - 1, tooltip="Noise seed; the result is deterministic for a seed."
@@ -110,6 +117,7 @@ def distill_config(opts: dict[str, Any]) -> DistillConfig:
         iterations=opts["iterations"], batch=opts["batch"], lr=opts["lr"], lr_min=opts["lr_min"],
         teacher=opts["teacher"], inserted=opts["teacher_substeps"], targets=opts["targets"],
         bptt=opts["bptt"] or opts["targets"] == "final", learn_scales=opts["scale_range"] > 0,
+        learn_sigmas=opts.get("learn_sigmas", False),
         eval_every=max(1, opts["iterations"] // 20), val_batch=max(opts["batch"], 8), seed=opts["seed"],
     )  # fmt: skip
 
@@ -144,7 +152,8 @@ def run_distill(model: Any, positive: list, negative: list, opts: dict[str, Any]
     best, losses = training_bridge.run_in_guider(model, pos, neg, opts["cfg"], start.sigmas, shape, loop)
     meta = {"provenance": "distilled", "teacher": opts["teacher"], "teacher_substeps": opts["teacher_substeps"],
             "iterations": len(losses), "final_loss": losses[-1] if losses else None, "guidance": opts["cfg"],
-            "form": opts["form"], "kind": kind, "cancelled": reporter.cancelled, "targets": opts["targets"]}  # fmt: skip
+            "form": opts["form"], "kind": kind, "cancelled": reporter.cancelled, "targets": opts["targets"],
+            "learn_sigmas": config.learn_sigmas}  # fmt: skip
     return best.replace(metadata={**dict(best.metadata), **meta}), losses
 
 

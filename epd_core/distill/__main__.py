@@ -55,6 +55,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--teacher-substeps", type=int, default=15)
     p.add_argument("--targets", choices=TARGETS, default="global")
     p.add_argument("--bptt", action="store_true")
+    p.add_argument("--learn-sigmas", action="store_true", help="also learn the grid's interior sigmas")
     p.add_argument("--iterations", type=int, default=100)
     p.add_argument("--batch", type=int, default=16)
     p.add_argument("--lr", type=float, default=0.2)
@@ -81,7 +82,7 @@ def main(argv: list[str] | None = None) -> int:
     config = DistillConfig(
         iterations=args.iterations, batch=args.batch, lr=args.lr, lr_min=args.lr_min, teacher=args.teacher,
         inserted=args.teacher_substeps, targets=args.targets, bptt=args.bptt or args.targets == "final",
-        learn_scales=args.scale_range > 0, eval_every=max(1, args.iterations // 20), seed=args.seed,
+        learn_scales=args.scale_range > 0, learn_sigmas=args.learn_sigmas, eval_every=max(1, args.iterations // 20), seed=args.seed,
     )  # fmt: skip
     step_config = StepConfig(kind=args.kind, form=args.form, afs=start.afs)
     stats = None
@@ -92,7 +93,7 @@ def main(argv: list[str] | None = None) -> int:
             )
     meta = {"provenance": "distilled", "teacher": args.teacher, "teacher_substeps": args.teacher_substeps,
             "iterations": args.iterations, "final_loss": stats.loss, "form": args.form, "kind": args.kind,
-            "targets": args.targets, "model": args.model}  # fmt: skip
+            "targets": args.targets, "model": args.model, "learn_sigmas": args.learn_sigmas}  # fmt: skip
     path = save_table(stats.best_table.replace(metadata={**dict(stats.best_table.metadata), **meta}), args.out)
     sys.stdout.write(f"best validation error {stats.best_val_error:.4f}; table written to {path}\n")
     return 0

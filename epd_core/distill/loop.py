@@ -35,6 +35,7 @@ class DistillConfig(NamedTuple):
     )
     bptt: bool = False  # backpropagate through earlier steps (always on for "final")
     learn_scales: bool = True  # learn c and a when the table's scale ranges are > 0
+    learn_sigmas: bool = False  # learn the grid's interior sigmas too (the end points stay)
     feature_weight: float = 0.0  # alpha on the final-state feature loss, when a feature function is given
     eval_every: int = 10  # iterations between validation runs
     val_batch: int = 64  # fixed validation noise samples
@@ -61,6 +62,8 @@ def check_config(config: DistillConfig, start: EPDParams, sigmas: torch.Tensor) 
         problems.append(f"teacher={config.teacher!r} is not one of {tuple(TEACHERS)}")
     if not 0 < config.lr_min <= config.lr:
         problems.append(f"need 0 < lr_min <= lr, got lr={config.lr}, lr_min={config.lr_min}")
+    if config.learn_sigmas and start.num_steps < 2:
+        problems.append("learn_sigmas needs at least 2 steps (a 1-step grid has no interior sigma to learn)")
     if start.num_steps != len(sigmas) - 1 or not torch.allclose(start.sigmas, sigmas.double().cpu()):
         problems.append(
             f"the starting table's grid ({start.num_steps} steps) differs from the requested grid ({len(sigmas) - 1} steps)"
@@ -74,10 +77,11 @@ def cosine_lr(config: DistillConfig, iteration: int) -> float:
 
 
 def student_losses(
-    model, x_start, sigmas, trainable, targets, config, step_config, extra_args
+    model, x_start, trainable, targets, config, step_config, extra_args
 ) -> tuple[list[torch.Tensor], torch.Tensor]:
     """Unroll the student from x_start; per-step MSE against targets (or the final one only)."""
-    rows, history, losses, x = table_rows(trainable.table()), [], [], x_start
+    table = trainable.table()
+    sigmas, rows, history, losses, x = table.sigmas, table_rows(table), [], [], x_start
     for n, row in enumerate(rows):
         x_in = x if (config.bptt or config.targets == "final") else x.detach()
         if config.targets == "local":
@@ -124,7 +128,7 @@ def distill(
     gen, val_gen = torch.Generator().manual_seed(config.seed), torch.Generator().manual_seed(config.seed + 1)
     x_val = noise_fn(config.val_batch, val_gen)
     y_val = teacher_trajectory(model, x_val, sigmas, **teach)[-1]
-    trainable = TrainableTable(start, config.learn_scales)
+    trainable = TrainableTable(start, config.learn_scales, config.learn_sigmas)
     optimiser = torch.optim.Adam([p for p in trainable.parameters() if p.requires_grad], lr=config.lr)
     best_table = trainable.export()
     best = validation_error(model, best_table, x_val, y_val, step_config, extra_args)
@@ -135,10 +139,11 @@ def distill(
         for group in optimiser.param_groups:
             group["lr"] = lr
         x_start = noise_fn(config.batch, gen)
-        targets = teacher_trajectory(model, x_start, sigmas, **teach) if config.targets != "local" else None
-        losses, x_end = student_losses(model, x_start, sigmas, trainable, targets, config, step_config, extra_args)
+        grid = trainable.grid().detach()  # teacher targets sit on the student's current grid
+        targets = teacher_trajectory(model, x_start, grid, **teach) if config.targets != "local" else None
+        losses, x_end = student_losses(model, x_start, trainable, targets, config, step_config, extra_args)
         if feature_fn is not None and config.feature_weight > 0:
-            y_end = targets[-1] if targets is not None else teacher_trajectory(model, x_start, sigmas, **teach)[-1]
+            y_end = targets[-1] if targets is not None else teacher_trajectory(model, x_start, grid, **teach)[-1]
             losses.append(config.feature_weight * torch.mean((feature_fn(x_end) - feature_fn(y_end)) ** 2))
         loss = torch.stack(losses).sum()
         optimiser.zero_grad(set_to_none=True)

@@ -83,3 +83,17 @@ def test_distill_works_on_a_table_made_under_inference_mode(model):
         pos, neg = [toy.class_conditioning(4)], [toy.empty_conditioning()]
         table, losses = run_distill(model, pos, neg, options(iterations=2, scale_range=0.0), None)
     assert len(losses) == 2 and table.num_steps == 2
+
+
+def test_learned_sigmas_reach_the_table_and_epd_sigmas(model):
+    from comfyui_epd.nodes import bridge
+
+    pos, neg = [toy.class_conditioning(c) for c in (1, 7)], [toy.empty_conditioning()]
+    fixed, _ = run_distill(model, pos, neg, options(iterations=4, steps=3), None)
+    learned, losses = run_distill(model, pos, neg, options(iterations=4, steps=3, learn_sigmas=True), None)
+    assert learned.metadata["learn_sigmas"] is True and fixed.metadata["learn_sigmas"] is False
+    assert learned.sigmas[0] == fixed.sigmas[0] and learned.sigmas[-1] == fixed.sigmas[-1] == 0.0
+    assert not torch.allclose(learned.sigmas, fixed.sigmas, rtol=1e-4), "the interior sigmas moved"
+    # EPD Sigmas fed the table hands the sampler the learned grid.
+    grid = bridge.table_sigmas(model, learned, "EPD Sigmas")
+    torch.testing.assert_close(grid.double().cpu(), learned.sigmas, rtol=1e-6, atol=1e-7)

@@ -6,7 +6,9 @@ import pytest
 import torch
 
 from epd_core.distill import DistillConfig, distill
+from epd_core.distill.loop import check_config
 from epd_core.distill.teacher import refine_interval, teacher_trajectory
+from epd_core.distill.trainable import TrainableTable, grid_from_logits, grid_logits
 from epd_core.mixture import two_blobs
 from epd_core.schedules import get_sigmas_polynomial
 from epd_core.solver import StepConfig, sample_epd
@@ -115,8 +117,6 @@ def test_bad_settings_are_reported_together_before_compute() -> None:
     with pytest.raises(
         ValueError, match=r"iterations.*targets='sideways'.*teacher='rk45'.*lr_min.*differs from the requested grid"
     ):
-        from epd_core.distill.loop import check_config
-
         check_config(config, default_table(grid()), other_grid)
 
 
@@ -135,3 +135,53 @@ def test_headless_cli_writes_a_loadable_table(tmp_path, capsys, monkeypatch) -> 
     table = load_table(out)
     assert table.num_steps == 2 and table.metadata["provenance"] == "distilled"
     assert "iter     3" in capsys.readouterr().out
+
+
+# --- learned step sigmas (issue 3: "the step sigmas may be learned with the table") ---
+
+
+@pytest.mark.parametrize(
+    "sigmas",
+    [
+        torch.tensor([20.0, 4.0, 0.7, 0.0], dtype=torch.float64),  # ends in 0 (EPD's own grids)
+        torch.tensor([14.6, 3.0, 0.5, 0.0292], dtype=torch.float64),  # ends at a positive sigma_min
+    ],
+)
+def test_grid_logits_round_trip_and_any_logits_give_a_valid_grid(sigmas: torch.Tensor) -> None:
+    torch.testing.assert_close(grid_from_logits(sigmas, grid_logits(sigmas)), sigmas, rtol=1e-12, atol=1e-12)
+    for seed in range(5):
+        logits = torch.randn(len(sigmas) - 2, generator=torch.Generator().manual_seed(seed), dtype=torch.float64) * 4
+        out = grid_from_logits(sigmas, logits)
+        assert out[0] == sigmas[0] and out[-1] == sigmas[-1]
+        assert bool((out[1:] < out[:-1]).all())
+
+
+def test_the_grid_stays_put_unless_asked() -> None:
+    start = default_table(grid(), 2, form="direction")
+    assert torch.equal(TrainableTable(start).grid(), start.sigmas)
+    assert TrainableTable(start).sigma_logits is None
+    learned = TrainableTable(start, learn_sigmas=True)
+    assert learned.sigma_logits.requires_grad
+    torch.testing.assert_close(learned.export().sigmas, start.sigmas, rtol=1e-12, atol=0.0)
+
+
+def test_learning_the_grid_moves_it_and_beats_the_fixed_grid() -> None:
+    start = default_table(grid(), 2, form="direction").replace(scale_dir=0.05, scale_time=0.05)
+    results = {}
+    for learn in (False, True):
+        config = DistillConfig(iterations=30, batch=16, teacher="dpm_2", inserted=15, targets="final", bptt=True,
+                               eval_every=5, learn_sigmas=learn)  # fmt: skip
+        stats = list(distill(model, start, noise_fn, config, step_config=StepConfig(form="direction")))
+        results[learn] = stats[-1].best_table
+    fixed, learned = results[False], results[True]
+    assert torch.equal(fixed.sigmas, start.sigmas)
+    assert learned.sigmas[0] == start.sigmas[0] and learned.sigmas[-1] == 0.0
+    assert not torch.allclose(learned.sigmas, start.sigmas, rtol=1e-3)
+    # On noise it never saw, the learned grid beats the fixed one.
+    assert final_error(learned, seed=321) < final_error(fixed, seed=321)
+
+
+def test_learn_sigmas_needs_an_interior_point() -> None:
+    one_step = torch.tensor([20.0, 0.0], dtype=torch.float64)
+    with pytest.raises(ValueError, match="learn_sigmas needs at least 2 steps"):
+        check_config(DistillConfig(learn_sigmas=True), default_table(one_step), one_step)
