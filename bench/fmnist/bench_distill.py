@@ -30,7 +30,17 @@ from epd_core.table_io import load_table, save_table
 from . import data, metrics
 from .classifier import DEFAULT_WEIGHTS as CLASSIFIER_WEIGHTS
 from .classifier import load_classifier
-from .rows import SHAPE, SIGMA_MAX, LabelledModel, builtin_rows, check_alignment, distil, epd_row, start_table
+from .rows import (
+    SHAPE,
+    SIGMA_MAX,
+    LabelledModel,
+    builtin_rows,
+    check_alignment,
+    distil,
+    epd_row,
+    file_stem,
+    start_table,
+)
 from .sample import karras_sigmas, sample_heun
 from .unet import DEFAULT_WEIGHTS, load_denoiser
 
@@ -59,12 +69,12 @@ def reference(model: LabelledModel, x: torch.Tensor, path: Path) -> torch.Tensor
     return out
 
 
-def distilled_table(model: LabelledModel, rounds: int, name: str, order: int, args, record: dict):
+def distilled_table(model: LabelledModel, rounds: int, name: str, order: int, args, record: dict, learn_sigmas=False):
     """The distilled table for R rounds: from ``--save/tables`` when an earlier run made it, else distilled and timed."""
-    path = args.save / "tables" / f"R{rounds}_{name.replace(' ', '_')}_{args.targets}{args.iterations}.safetensors"
+    path = args.save / "tables" / f"R{rounds}_{file_stem(name)}_{args.targets}{args.iterations}.safetensors"
     if path.is_file():
         return load_table(path)
-    table, seconds, cpu = distil(model, rounds, args.targets, args.iterations, max_order=order)
+    table, seconds, cpu = distil(model, rounds, args.targets, args.iterations, order, learn_sigmas)
     record.setdefault("distill_seconds", {}).setdefault(name, {})[str(rounds)] = round(seconds, 1)
     record.setdefault("distill_cpu_seconds", {}).setdefault(name, {})[str(rounds)] = round(cpu, 1)
     log.info("R=%d %s: distilled in %.0f s (%.0f s CPU)", rounds, name, seconds, cpu)
@@ -73,14 +83,21 @@ def distilled_table(model: LabelledModel, rounds: int, name: str, order: int, ar
     return table
 
 
+DISTILLED = (  # row name, max_order, learn_sigmas
+    ("EPD distilled", 1, False),
+    ("EPD distilled, learned sigmas", 1, True),
+    ("EPD-Plugin distilled", 3, False),
+)
+
+
 def solver_rows(model: LabelledModel, rounds: int, args, comfy, record: dict) -> dict:
     """Distilled tables and every other row for budget R."""
     rows = {}
-    for name, order in (("EPD distilled", 1), ("EPD-Plugin distilled", 3)):
+    for name, order, learn_sigmas in DISTILLED:
         if args.only is None or name in args.only:
-            table = distilled_table(model, rounds, name, order, args, record)
+            table = distilled_table(model, rounds, name, order, args, record, learn_sigmas)
             rows[name] = epd_row(table, order)
-            if order == 1:
+            if name == "EPD distilled":
                 record.setdefault("alignment_gap", {})[str(rounds)] = check_alignment(model, table)
     rows["EPD default"] = epd_row(start_table(rounds))
     return rows | builtin_rows(rounds, comfy)
@@ -143,7 +160,7 @@ def main(argv: list[str] | None = None) -> int:
             record["rows"].setdefault(name, {})[str(rounds)] = result
             log.info("R=%d %s: %s", rounds, name, result)
             args.save.mkdir(parents=True, exist_ok=True)
-            np.save(args.save / f"R{rounds}_{name.replace(' ', '_')}.npy", samples.numpy())
+            np.save(args.save / f"R{rounds}_{file_stem(name)}.npy", samples.numpy())
             path.write_text(json.dumps(record, indent=1))
     return 0
 

@@ -21,7 +21,7 @@ import numpy as np
 import torch
 
 from . import data, metrics
-from .rows import BUILTINS
+from .rows import BUILTINS, file_stem
 
 log = logging.getLogger(__name__)
 
@@ -70,7 +70,7 @@ def main(argv: list[str] | None = None) -> int:
         names = args.rows or ["EPD distilled", *best_builtins(args.results, rounds)]
         for name in names:
             started = time.perf_counter()
-            samples = torch.from_numpy(np.load(args.save / f"R{rounds}_{name.replace(' ', '_')}.npy"))
+            samples = torch.from_numpy(np.load(args.save / f"R{rounds}_{file_stem(name)}.npy"))
             feats = metrics.inception_features(samples[: args.samples], inception)
             fid = metrics.frechet_from_stats(metrics.feature_stats(feats), ref)
             record["rows"].setdefault(name, {})[str(rounds)] = fid

@@ -72,6 +72,11 @@ def _comfy_row(name: str, rounds: int, comfy: Any) -> Row:
     return run
 
 
+def file_stem(name: str) -> str:
+    """A row name as a file name part: "EPD distilled, learned sigmas" -> "EPD_distilled_learned_sigmas"."""
+    return name.replace(",", "").replace(" ", "_")
+
+
 def epd_row(table: EPDParams, max_order: int = 1) -> Row:
     """EPD (max_order 1) or EPD-Plugin (max_order 3) in the direction form with AFS on ``table``'s grid."""
     return lambda model, x: run_epd(
@@ -86,7 +91,7 @@ def start_table(rounds: int) -> EPDParams:
 
 
 def distil(
-    model: Any, rounds: int, targets: str, iterations: int, max_order: int = 1
+    model: Any, rounds: int, targets: str, iterations: int, max_order: int = 1, learn_sigmas: bool = False
 ) -> tuple[EPDParams, float, float]:
     """Distil the R-round table (scales within 1 +/- 0.05, DPM-Solver-2 teacher with 7 inserted steps).
 
@@ -96,7 +101,8 @@ def distil(
     """
     start = start_table(rounds).replace(scale_dir=0.05, scale_time=0.05)
     config = DistillConfig(iterations=iterations, batch=10, teacher="dpm_2", inserted=7, targets=targets,
-                           bptt=targets == "final", eval_every=10, val_batch=20, seed=0)  # fmt: skip
+                           bptt=targets == "final", eval_every=10, val_batch=20, seed=0,
+                           learn_sigmas=learn_sigmas)  # fmt: skip
     step = StepConfig(form="direction", afs=True, max_order=max_order)
 
     def noise_fn(batch: int, gen: torch.Generator) -> torch.Tensor:
