@@ -98,6 +98,21 @@ def distill_inputs() -> list[io.Input]:
             "seed", default=0, min=0, max=2**31 - 1, tooltip="Noise seed; the result is deterministic for a seed."
         ),
         table_input("Optional starting table (its grid and K are used; steps/schedule are then ignored)."),
+        io.Vae.Input(
+            "vae",
+            optional=True,
+            tooltip="Optional: add a loss on the decoded final image (student vs teacher). Backpropagates "
+            "through the VAE decoder, so it costs memory; leave empty for the latent loss alone.",
+        ),
+        io.Float.Input(
+            "image_loss_weight",
+            default=1.0,
+            min=0.0,
+            max=1000.0,
+            step=0.1,
+            tooltip="Weight of the decoded-image loss (pixels in 0-1) next to the latent loss; used only with a VAE.",
+            **adv,
+        ),
     ]
 
 
@@ -118,6 +133,7 @@ def distill_config(opts: dict[str, Any]) -> DistillConfig:
         teacher=opts["teacher"], inserted=opts["teacher_substeps"], targets=opts["targets"],
         bptt=opts["bptt"] or opts["targets"] == "final", learn_scales=opts["scale_range"] > 0,
         learn_sigmas=opts.get("learn_sigmas", False),
+        feature_weight=opts.get("image_loss_weight", 1.0) if opts.get("vae") is not None else 0.0,
         eval_every=max(1, opts["iterations"] // 20), val_batch=max(opts["batch"], 8), seed=opts["seed"],
     )  # fmt: skip
 
@@ -139,12 +155,13 @@ def run_distill(model: Any, positive: list, negative: list, opts: dict[str, Any]
     kind = bridge.kind_of(model.get_model_object("model_sampling"))
     step_config = StepConfig(kind=kind, form=opts["form"], afs=start.afs)
     reporter = training_bridge.Reporter(config.iterations, node_id)
+    vae = opts.get("vae")
+    features = training_bridge.decoded_images_fn(model, vae) if vae is not None else None
 
     def loop(denoiser):
         stats, losses = None, []
-        for stats in distill(
-            denoiser, start, noise_fn, config, step_config=step_config, should_stop=reporter.should_stop
-        ):
+        for stats in distill(denoiser, start, noise_fn, config, step_config=step_config, feature_fn=features,
+                             should_stop=reporter.should_stop):  # fmt: skip
             losses.append(stats.loss)
             reporter.update(stats.iteration, loss=stats.loss, val=stats.best_val_error)
         return (stats.best_table if stats else start), losses
@@ -153,7 +170,7 @@ def run_distill(model: Any, positive: list, negative: list, opts: dict[str, Any]
     meta = {"provenance": "distilled", "teacher": opts["teacher"], "teacher_substeps": opts["teacher_substeps"],
             "iterations": len(losses), "final_loss": losses[-1] if losses else None, "guidance": opts["cfg"],
             "form": opts["form"], "kind": kind, "cancelled": reporter.cancelled, "targets": opts["targets"],
-            "learn_sigmas": config.learn_sigmas}  # fmt: skip
+            "learn_sigmas": config.learn_sigmas, "image_loss_weight": config.feature_weight}  # fmt: skip
     return best.replace(metadata={**dict(best.metadata), **meta}), losses
 
 

@@ -106,6 +106,35 @@ def run_in_guider(
     return sampler.result
 
 
+@contextlib.contextmanager
+def frozen(module: torch.nn.Module) -> Iterator[None]:
+    """requires_grad off on every parameter for the block, then as it was (the module is shared by the graph)."""
+    flags = [(p, p.requires_grad) for p in module.parameters()]
+    for p, _ in flags:
+        p.requires_grad_(False)
+    try:
+        yield
+    finally:
+        for p, flag in flags:
+            p.requires_grad_(flag)
+
+
+def decoded_images_fn(model: Any, vae: Any) -> Callable[[torch.Tensor], torch.Tensor]:
+    """features(x) -> the VAE-decoded image [B, H, W, 3] of a state x in the sampler's latent space.
+
+    The distillation loop sees latents as the guider does (after process_latent_in), so they
+    go back through process_latent_out before VAE.decode, which stays differentiable.
+    """
+    to_vae_space = model.model.process_latent_out
+
+    def features(x: torch.Tensor) -> torch.Tensor:
+        with frozen(vae.first_stage_model):  # gradients reach the table only, never the VAE's weights
+            images = vae.decode(to_vae_space(x).to(comfy.model_management.intermediate_device()))
+        return (images[:, 0] if images.ndim == 5 else images)[..., :3].float()
+
+    return features
+
+
 def latent_shape(model: Any, batch: int, width: int, height: int) -> tuple[int, ...]:
     """[batch, C, height / s, width / s] of the model's latent space."""
     latent_format = model.get_model_object("latent_format")

@@ -12,6 +12,9 @@ import importlib.util
 import os
 import sys
 from pathlib import Path
+from typing import Any
+
+import pytest
 
 ROOT = Path(__file__).resolve().parents[2]
 PACK = "comfyui_epd"
@@ -37,3 +40,23 @@ def _use_comfyui() -> None:
 
 
 _use_comfyui()
+
+
+@pytest.fixture(scope="module")
+def vae(tmp_path_factory: pytest.TempPathFactory) -> Any:
+    """A random-weight TAESD written as safetensors and loaded by ComfyUI's own VAE detection."""
+    import comfy.sd
+    import comfy.taesd.taesd
+    import comfy.utils
+    import torch
+    from safetensors.torch import save_file
+
+    torch.manual_seed(0)
+    taesd = comfy.taesd.taesd.TAESD(latent_channels=4)  # built with ComfyUI's no-init ops: fill it ourselves
+    state = {
+        k: (torch.randn_like(v) * 0.05 if v.ndim > 1 else torch.zeros_like(v)) for k, v in taesd.state_dict().items()
+    }
+    state["vae_scale"] = torch.tensor(1.0)
+    path = tmp_path_factory.mktemp("vae") / "taesd_tiny.safetensors"
+    save_file(state, str(path))
+    return comfy.sd.VAE(sd=comfy.utils.load_torch_file(str(path)))

@@ -97,3 +97,15 @@ def test_learned_sigmas_reach_the_table_and_epd_sigmas(model):
     # EPD Sigmas fed the table hands the sampler the learned grid.
     grid = bridge.table_sigmas(model, learned, "EPD Sigmas")
     torch.testing.assert_close(grid.double().cpu(), learned.sigmas, rtol=1e-6, atol=1e-7)
+
+
+def test_decoded_image_loss_backpropagates_through_the_vae_into_the_table(model, vae):
+    pos, neg = [toy.class_conditioning(c) for c in (1, 7)], [toy.empty_conditioning()]
+    latent_only, base = run_distill(model, pos, neg, options(iterations=3, targets="final"), None)
+    table, losses = run_distill(model, pos, neg, options(iterations=3, targets="final", vae=vae), None)
+    assert table.metadata["image_loss_weight"] == 1.0 and latent_only.metadata["image_loss_weight"] == 0.0
+    assert losses[0] > base[0], "the decoded-image term adds to the same first batch's latent loss"
+    assert not torch.equal(table.r_logits, latent_only.r_logits), "the image term changes the gradient"
+    weights = list(vae.first_stage_model.parameters())
+    assert all(p.grad is None for p in weights), "the VAE is never trained"
+    assert any(p.requires_grad for p in weights), "its requires_grad flags are restored"

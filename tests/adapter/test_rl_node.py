@@ -7,9 +7,6 @@ import pytest
 pytest.importorskip("comfy", reason="set COMFYUI_PATH to a ComfyUI checkout")
 
 import comfy.model_management  # noqa: E402
-import comfy.sd  # noqa: E402
-import comfy.taesd.taesd  # noqa: E402
-import comfy.utils  # noqa: E402
 import torch  # noqa: E402
 from comfyui_epd.epd_core.digits import digits_mixture  # noqa: E402
 from comfyui_epd.epd_core.grids import epd_sigmas  # noqa: E402
@@ -17,7 +14,6 @@ from comfyui_epd.epd_core.rl import load_policy  # noqa: E402
 from comfyui_epd.epd_core.tables import default_table  # noqa: E402
 from comfyui_epd.nodes import rl_nodes  # noqa: E402
 from comfyui_epd.nodes.rl_nodes import EPDRLTune, run_rl  # noqa: E402
-from safetensors.torch import save_file  # noqa: E402
 
 toy = pytest.importorskip("testing_nodes.toy_model", reason="testing_nodes needs ComfyUI")
 
@@ -25,20 +21,6 @@ toy = pytest.importorskip("testing_nodes.toy_model", reason="testing_nodes needs
 @pytest.fixture(scope="module")
 def model():
     return toy.toy_model_patcher(digits_mixture(per_class=2), "edm")
-
-
-@pytest.fixture(scope="module")
-def vae(tmp_path_factory):
-    """A random-weight TAESD written as safetensors and loaded by ComfyUI's own VAE detection."""
-    torch.manual_seed(0)
-    taesd = comfy.taesd.taesd.TAESD(latent_channels=4)  # built with ComfyUI's no-init ops: fill it ourselves
-    state = {
-        k: (torch.randn_like(v) * 0.05 if v.ndim > 1 else torch.zeros_like(v)) for k, v in taesd.state_dict().items()
-    }
-    state["vae_scale"] = torch.tensor(1.0)
-    path = tmp_path_factory.mktemp("vae") / "taesd_tiny.safetensors"
-    save_file(state, str(path))
-    return comfy.sd.VAE(sd=comfy.utils.load_torch_file(str(path)))
 
 
 def brightness(images: torch.Tensor, texts) -> torch.Tensor:
