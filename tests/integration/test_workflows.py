@@ -145,6 +145,8 @@ def test_the_expected_workflows_ship() -> None:
         "epd_flux_txt2img.json",
         "epd_table_roundtrip.json",
         "epd_import_upstream.json",
+        "epd_sd15_distill.json",
+        "epd_sd15_rl_tune.json",
     }
     assert [p.name for p in TEST_ONLY] == ["epd_toy_cpu.json"]
 
