@@ -4,7 +4,8 @@
 
 For each budget R = 3, 5, 7, 9 sequential rounds, distils a K = 2 table (direction
 form, learned scales within 1 +/- 0.05, AFS, DPM-Solver-2 teacher with 15 inserted
-steps, final-state loss backpropagated through all steps) on training noise, then
+steps, final-state loss backpropagated through all steps; one variant also learns the grid's
+interior sigmas) on training noise, then
 measures the error against the converged reference on 64 fresh samples (another seed).
 Built-in numbers are read from bench/results/exact.json (bench_exact.py, unconditional).
 """
@@ -40,19 +41,20 @@ from epd_core.solver import StepConfig, run_epd  # noqa: E402
 from epd_core.tables import default_table  # noqa: E402
 
 ROUNDS = (3, 5, 7, 9)
-VARIANTS = {  # name: (form, max_order, targets)
-    "EPD distilled (direction, final-state loss)": ("direction", 1, "final"),
-    "EPD distilled (direction, global per-step loss)": ("direction", 1, "global"),
-    "EPD-Plugin distilled (direction, final-state loss)": ("direction", 3, "final"),
-    "EPD distilled (data, final-state loss)": ("data", 1, "final"),
+VARIANTS = {  # name: (form, max_order, targets, learn_sigmas)
+    "EPD distilled (direction, final-state loss)": ("direction", 1, "final", False),
+    "EPD distilled (direction, final-state loss, learned sigmas)": ("direction", 1, "final", True),
+    "EPD distilled (direction, global per-step loss)": ("direction", 1, "global", False),
+    "EPD-Plugin distilled (direction, final-state loss)": ("direction", 3, "final", False),
+    "EPD distilled (data, final-state loss)": ("data", 1, "final", False),
 }
 
 
-def distil(model, rounds: int, form: str, max_order: int, targets: str, iterations: int):
+def distil(model, rounds: int, form: str, max_order: int, targets: str, learn_sigmas: bool, iterations: int):
     sigmas = epd_sigmas((rounds + 1) // 2, SIGMA_MIN, SIGMA_MAX)
     start = default_table(sigmas, 2, form=form, afs=True).replace(scale_dir=0.05, scale_time=0.05)
     config = DistillConfig(iterations=iterations, batch=16, teacher="dpm_2", inserted=15, targets=targets,
-                           bptt=targets == "final", eval_every=10, seed=0)  # fmt: skip
+                           bptt=targets == "final", eval_every=10, seed=0, learn_sigmas=learn_sigmas)  # fmt: skip
 
     def noise_fn(batch: int, gen: torch.Generator) -> torch.Tensor:
         return torch.randn(batch, 64, generator=gen, dtype=torch.float64) * SIGMA_MAX
@@ -72,9 +74,11 @@ def main(argv: list[str] | None = None) -> int:
     x = start_noise(64, seed=1000)  # not the training seeds
     ref = reference_solution(ExactModel(mixture), x)
     results: dict[str, dict[int, dict[str, float]]] = {}
-    for name, (form, max_order, targets) in VARIANTS.items():
+    for name, (form, max_order, targets, learn_sigmas) in VARIANTS.items():
         for rounds in ROUNDS:
-            table, seconds = distil(ExactModel(mixture), rounds, form, max_order, targets, args.iterations)
+            table, seconds = distil(
+                ExactModel(mixture), rounds, form, max_order, targets, learn_sigmas, args.iterations
+            )
             model = ExactModel(mixture)
             out = run_epd(model, x, table.sigmas, params=table, form=form, afs=True, max_order=max_order)
             assert model.calls == rounds, (name, rounds, model.calls)
