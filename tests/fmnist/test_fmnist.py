@@ -152,3 +152,22 @@ def test_inception_features():
     low, high = metrics.INCEPTION_INPUT_RANGE
     expected = tensor_resample_func(unit, (299, 299), "nv_bilinear_float", True) * (high - low) + low
     torch.testing.assert_close(metrics.inception_input(images), expected.clamp(low, high), atol=1e-5, rtol=0)
+
+
+def test_benchmark_measure_against_converged(classifier, test_images):
+    # bench_distill.measure: a solver that reproduces the converged samples scores 0 error and 0 FD to
+    # them; a perturbed one scores more on both, on the same noises.
+    from bench.fmnist.bench_distill import measure
+
+    images = test_images.images[:100]
+
+    class Counting:
+        calls = 1
+
+    converged = metrics.feature_stats(metrics.classifier_features(classifier, images))
+    test_stats = metrics.feature_stats(metrics.classifier_features(classifier, test_images.images))
+    exact, _ = measure(Counting(), lambda m, x: x, images, images, classifier, test_stats, converged)
+    assert exact["ref_error"] == 0 and abs(exact["fd_converged"]) < 1e-6 * np.trace(converged.cov)
+    noise = torch.randn(images.shape, generator=torch.Generator().manual_seed(3)) * 0.3
+    off, _ = measure(Counting(), lambda m, x: x + noise[: len(x)], images, images, classifier, test_stats, converged)
+    assert off["ref_error"] > 1 and off["fd_converged"] > 0.1 * np.trace(converged.cov)
