@@ -155,8 +155,8 @@ def main(argv: list[str] | None = None) -> int:
               "comfyui": comfy is not None, "targets": args.targets, "iterations": args.iterations,
               "threads": args.threads, "rows": {}}  # fmt: skip
     # The converged level on the same noises: near it, feature distances stop tracking accuracy.
-    record["heun50_fd_on_ref_samples"] = metrics.classifier_fd(classifier, ref_images, ref_stats)
     converged_stats = metrics.feature_stats(metrics.classifier_features(classifier, ref_images))
+    record["heun50_fd_on_ref_samples"] = metrics.frechet_from_stats(converged_stats, ref_stats)
     path = args.out / f"fmnist_cond_{args.tag}.json"
     args.out.mkdir(parents=True, exist_ok=True)
     for rounds in args.rounds:

@@ -69,13 +69,17 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--reference", type=int, default=2000, help="first N test images")
     p.add_argument("--against", choices=("test", "converged"), default="test",
                    help="score against test images or the Heun-50 samples of the same noises")  # fmt: skip
-    p.add_argument("--results", type=Path, nargs="+", default=[Path("bench/results/fmnist_cond_builtins.json")])
+    p.add_argument("--results", type=Path, nargs="+", default=None,
+                   help="default: fmnist_cond_builtins.json, or fmnist_cond_converged.json with --against converged")  # fmt: skip
     p.add_argument("--save", type=Path, default=Path("bench/out/fmnist_cond"))
     p.add_argument("--out", type=Path, default=None, help="default: fmnist_cond_fid[_converged].json")
     p.add_argument("--threads", type=int, default=1)
     args = p.parse_args(argv)
     suffix = "" if args.against == "test" else "_converged"
     args.out = args.out or Path(f"bench/results/fmnist_cond_fid{suffix}.json")
+    # The built-ins are ranked by the measure of the same reference, which only the converged run records.
+    results = "fmnist_cond_builtins.json" if args.against == "test" else "fmnist_cond_converged.json"
+    args.results = args.results or [Path("bench/results") / results]
     return args
 
 
