@@ -46,7 +46,7 @@ class DistillStats(NamedTuple):
     iteration: int
     loss: float
     lr: float
-    val_error: float | None  # None on iterations without validation
+    val_error: float | None  # validation_error's measure; None on iterations without validation
     best_val_error: float
     best_table: EPDParams
 
@@ -95,12 +95,22 @@ def student_losses(
     return losses, x
 
 
-def validation_error(model, table: EPDParams, x_val, y_val, step_config: StepConfig, extra_args) -> float:
-    """Mean L2 distance of the student's final state to the teacher's on the validation batch."""
+def validation_error(
+    model, table: EPDParams, x_val, y_val, step_config: StepConfig, extra_args, features=None
+) -> float:
+    """How far the student's final state is from the teacher's on the validation batch.
+
+    Without a feature loss: the mean L2 distance. With one (``features`` = (feature_fn, alpha,
+    teacher features)): the final-state objective the student trains on, MSE + alpha * feature MSE,
+    so the best table is picked by what was optimised, not by pixels alone.
+    """
     with torch.no_grad():
         out = run_epd(model, x_val, table.sigmas, extra_args, params=table, kind=step_config.kind,
                       form=step_config.form, afs=step_config.afs, max_order=step_config.max_order)  # fmt: skip
-    return (out - y_val).flatten(1).norm(dim=1).mean().item()
+        if features is None:
+            return (out - y_val).flatten(1).norm(dim=1).mean().item()
+        feature_fn, alpha, y_feats = features
+        return (torch.mean((out - y_val) ** 2) + alpha * torch.mean((feature_fn(out) - y_feats) ** 2)).item()
 
 
 def distill(
@@ -128,10 +138,13 @@ def distill(
     gen, val_gen = torch.Generator().manual_seed(config.seed), torch.Generator().manual_seed(config.seed + 1)
     x_val = noise_fn(config.val_batch, val_gen)
     y_val = teacher_trajectory(model, x_val, sigmas, **teach)[-1]
+    use_features = feature_fn is not None and config.feature_weight > 0
+    with torch.no_grad():
+        val_features = (feature_fn, config.feature_weight, feature_fn(y_val)) if use_features else None
     trainable = TrainableTable(start, config.learn_scales, config.learn_sigmas)
     optimiser = torch.optim.Adam([p for p in trainable.parameters() if p.requires_grad], lr=config.lr)
     best_table = trainable.export()
-    best = validation_error(model, best_table, x_val, y_val, step_config, extra_args)
+    best = validation_error(model, best_table, x_val, y_val, step_config, extra_args, val_features)
     for it in range(config.iterations):
         if should_stop is not None and should_stop():
             return
@@ -142,9 +155,11 @@ def distill(
         grid = trainable.grid().detach()  # teacher targets sit on the student's current grid
         targets = teacher_trajectory(model, x_start, grid, **teach) if config.targets != "local" else None
         losses, x_end = student_losses(model, x_start, trainable, targets, config, step_config, extra_args)
-        if feature_fn is not None and config.feature_weight > 0:
+        if use_features:
             y_end = targets[-1] if targets is not None else teacher_trajectory(model, x_start, grid, **teach)[-1]
-            losses.append(config.feature_weight * torch.mean((feature_fn(x_end) - feature_fn(y_end)) ** 2))
+            with torch.no_grad():  # the teacher's side is a constant target
+                y_feats = feature_fn(y_end)
+            losses.append(config.feature_weight * torch.mean((feature_fn(x_end) - y_feats) ** 2))
         loss = torch.stack(losses).sum()
         optimiser.zero_grad(set_to_none=True)
         loss.backward()
@@ -156,7 +171,7 @@ def distill(
         optimiser.step()
         val = None
         if (it + 1) % config.eval_every == 0 or it + 1 == config.iterations:
-            val = validation_error(model, trainable.export(), x_val, y_val, step_config, extra_args)
+            val = validation_error(model, trainable.export(), x_val, y_val, step_config, extra_args, val_features)
             if val < best:
                 best, best_table = val, trainable.export()
         yield DistillStats(it + 1, loss.item(), lr, val, best, best_table)

@@ -91,6 +91,23 @@ def test_stopping_keeps_the_best_table_so_far() -> None:
     assert not stats[-1].best_table.r_logits.requires_grad
 
 
+def test_a_feature_loss_is_trained_and_picks_the_best_table() -> None:
+    def feature(x: torch.Tensor) -> torch.Tensor:  # a feature the pixel loss underweights
+        return 10 * x[:, :1]
+
+    config = DistillConfig(iterations=15, batch=8, teacher="dpm_2", inserted=7, eval_every=5, targets="final",
+                           feature_weight=1.0, val_batch=16)  # fmt: skip
+    start = default_table(grid(), 2, form="direction").replace(scale_dir=0.05, scale_time=0.05)
+    stats = list(distill(model, start, noise_fn, config, step_config=StepConfig(form="direction"), feature_fn=feature))
+    # Validation measures the trained objective, final MSE + alpha * feature MSE (here of the start table).
+    x_val = noise_fn(16, torch.Generator().manual_seed(config.seed + 1))
+    y_val = teacher_trajectory(model, x_val, start.sigmas, teacher="dpm_2", inserted=7)[-1]
+    out = sample_epd(model, x_val, start.sigmas, params=start, form="direction", afs=start.afs)
+    objective = torch.mean((out - y_val) ** 2) + torch.mean((feature(out) - feature(y_val)) ** 2)
+    assert stats[0].best_val_error == pytest.approx(objective.item(), rel=1e-9)
+    assert stats[-1].best_val_error < 0.9 * stats[0].best_val_error
+
+
 def test_backbone_parameters_get_no_gradient() -> None:
     net = torch.nn.Linear(4, 4, dtype=torch.float64)
     net.requires_grad_(False)
