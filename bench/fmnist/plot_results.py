@@ -19,7 +19,14 @@ from pathlib import Path
 from .rows import BUILTINS
 
 RESULTS_DIR = Path("bench/results")
-ORDER = ("EPD distilled", "EPD distilled, learned sigmas", "EPD-Plugin distilled", "EPD default", *BUILTINS)
+ORDER = (
+    "EPD distilled",
+    "EPD distilled, learned sigmas",
+    "EPD distilled, Inception loss",
+    "EPD-Plugin distilled",
+    "EPD default",
+    *BUILTINS,
+)
 METRICS = (
     ("fd", "classifier FD to the test set (log)"),
     ("ref_error", "L2 error to Heun-50 (log)"),
