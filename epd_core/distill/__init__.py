@@ -3,7 +3,17 @@
 from __future__ import annotations
 
 from .loop import DistillConfig, DistillStats, distill
+from .pool import TeacherPool, make_pool
 from .teacher import TEACHERS, teacher_trajectory
 from .trainable import TrainableTable
 
-__all__ = ["TEACHERS", "DistillConfig", "DistillStats", "TrainableTable", "distill", "teacher_trajectory"]
+__all__ = [
+    "TEACHERS",
+    "DistillConfig",
+    "DistillStats",
+    "TeacherPool",
+    "TrainableTable",
+    "distill",
+    "make_pool",
+    "teacher_trajectory",
+]

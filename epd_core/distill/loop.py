@@ -16,6 +16,7 @@ import torch
 
 from ..params import EPDParams
 from ..solver import StepConfig, advance, run_epd, table_rows
+from .pool import TeacherPool, make_pool, pool_order, pool_problems
 from .teacher import TEACHERS, teacher_step, teacher_trajectory
 from .trainable import TrainableTable
 
@@ -37,6 +38,7 @@ class DistillConfig(NamedTuple):
     learn_scales: bool = True  # learn c and a when the table's scale ranges are > 0
     learn_sigmas: bool = False  # learn the grid's interior sigmas too (the end points stay)
     feature_weight: float = 0.0  # alpha on the final-state feature loss, when a feature function is given
+    pool_batches: int = 0  # 0: fresh noise each iteration; P: P noise batches, teacher run once (pool.py)
     eval_every: int = 10  # iterations between validation runs
     val_batch: int = 64  # fixed validation noise samples
     seed: int = 0  # noise seed (training uses seed, validation seed + 1)
@@ -51,9 +53,15 @@ class DistillStats(NamedTuple):
     best_table: EPDParams
 
 
-def check_config(config: DistillConfig, start: EPDParams, sigmas: torch.Tensor) -> None:
+def check_config(
+    config: DistillConfig, start: EPDParams, sigmas: torch.Tensor, pool: TeacherPool | None = None
+) -> None:
     """Every bad setting at once, before any compute."""
     problems = []
+    if config.pool_batches < 0:
+        problems.append(f"pool_batches must be >= 0 (0 = no pool), got {config.pool_batches}")
+    if config.pool_batches > 0 or pool is not None:
+        problems.extend(pool_problems(pool, config, sigmas))
     if config.iterations < 1 or config.batch < 1 or config.val_batch < 1 or config.eval_every < 1:
         problems.append("iterations, batch, val_batch and eval_every must all be >= 1")
     if config.targets not in TARGETS:
@@ -87,8 +95,8 @@ def student_losses(
         if config.targets == "local":
             target = teacher_step(model, x_in.detach(), float(sigmas[n]), float(sigmas[n + 1]),
                                   teacher=config.teacher, inserted=config.inserted, extra_args=extra_args)  # fmt: skip
-        else:
-            target = targets[n]
+        else:  # a final-only pool holds just the last state
+            target = targets[n] if config.targets == "global" else targets[-1]
         x, _, history = advance(model, x_in, n, sigmas, row, history, extra_args, step_config)
         if config.targets != "final" or n == len(rows) - 1:
             losses.append(torch.mean((x - target) ** 2))
@@ -118,6 +126,38 @@ def validation_error(
         return (torch.mean((out - y_val) ** 2) + feature_loss(feature_fn, alpha, out, y_feats)).item()
 
 
+def training_batches(
+    model, noise_fn, config, trainable, gen, teach, pool=None, feature_fn=None
+) -> Iterator[tuple[torch.Tensor, list[torch.Tensor] | None, torch.Tensor | None]]:
+    """Per iteration: the start noise, its teacher states (None for local targets without a
+    feature loss) and the teacher's final features (None without a feature loss).
+
+    Fresh noise runs the teacher on the student's current grid; a pool (given, or made here when
+    config.pool_batches > 0) ran it once, and its features are computed once per pooled batch.
+    """
+    if pool is None and config.pool_batches > 0:
+        pool = make_pool(model, noise_fn, config.pool_batches, config.batch, trainable.grid().detach(), gen,
+                         final_only=config.targets == "final", **teach)  # fmt: skip
+    order = pool_order(len(pool.noise), gen) if pool is not None else None
+    pooled_features: dict[int, torch.Tensor] = {}
+    while True:
+        key = None  # which pooled batch; None for fresh noise, whose features are never reused
+        if order is None:
+            x = noise_fn(config.batch, gen)
+            needed = config.targets != "local" or feature_fn is not None
+            targets = teacher_trajectory(model, x, trainable.grid().detach(), **teach) if needed else None
+        else:
+            key = next(order)
+            x, targets = pool.noise[key], pool.targets[key]
+        feats = pooled_features.get(key) if feature_fn is not None else None
+        if feature_fn is not None and feats is None:
+            with torch.no_grad():  # the teacher's side is a constant target
+                feats = feature_fn(targets[-1])
+            if key is not None:
+                pooled_features[key] = feats
+        yield x, targets, feats
+
+
 def distill(
     model: Callable[..., torch.Tensor],
     start: EPDParams,
@@ -128,16 +168,18 @@ def distill(
     extra_args: dict[str, Any] | None = None,
     feature_fn: Callable[[torch.Tensor], torch.Tensor] | None = None,
     should_stop: Callable[[], bool] | None = None,
+    pool: TeacherPool | None = None,
 ) -> Iterator[DistillStats]:
     """Learn ``start``'s logits so the student matches the teacher (epd-method.md §3.1-3.3).
 
     noise_fn(batch, generator) -> x at sigmas[0]. The model stays frozen: gradients reach
-    only the table, through the model's inputs. Deterministic for a fixed seed.
+    only the table, through the model's inputs. Deterministic for a fixed seed. ``pool``
+    (pool.make_pool) reuses an earlier run's teacher targets, e.g. a refinement after a first stage.
     """
     config = DistillConfig() if config is None else config
     step_config = StepConfig() if step_config is None else step_config
     sigmas = start.sigmas
-    check_config(config, start, sigmas)
+    check_config(config, start, sigmas, pool)
     extra_args = {} if extra_args is None else extra_args
     teach = {"teacher": config.teacher, "inserted": config.inserted, "extra_args": extra_args}
     gen, val_gen = torch.Generator().manual_seed(config.seed), torch.Generator().manual_seed(config.seed + 1)
@@ -150,20 +192,18 @@ def distill(
     optimiser = torch.optim.Adam([p for p in trainable.parameters() if p.requires_grad], lr=config.lr)
     best_table = trainable.export()
     best = validation_error(model, best_table, x_val, y_val, step_config, extra_args, val_features)
+    batches = training_batches(
+        model, noise_fn, config, trainable, gen, teach, pool, feature_fn if use_features else None
+    )
     for it in range(config.iterations):
         if should_stop is not None and should_stop():
             return
         lr = cosine_lr(config, it)
         for group in optimiser.param_groups:
             group["lr"] = lr
-        x_start = noise_fn(config.batch, gen)
-        grid = trainable.grid().detach()  # teacher targets sit on the student's current grid
-        targets = teacher_trajectory(model, x_start, grid, **teach) if config.targets != "local" else None
+        x_start, targets, y_feats = next(batches)
         losses, x_end = student_losses(model, x_start, trainable, targets, config, step_config, extra_args)
         if use_features:
-            y_end = targets[-1] if targets is not None else teacher_trajectory(model, x_start, grid, **teach)[-1]
-            with torch.no_grad():  # the teacher's side is a constant target
-                y_feats = feature_fn(y_end)
             losses.append(feature_loss(feature_fn, config.feature_weight, x_end, y_feats))
         loss = torch.stack(losses).sum()
         optimiser.zero_grad(set_to_none=True)
