@@ -113,6 +113,17 @@ def distill_inputs() -> list[io.Input]:
             tooltip="Weight of the decoded-image loss (pixels in 0-1) next to the latent loss; used only with a VAE.",
             **adv,
         ),
+        io.Int.Input(
+            "teacher_pool",
+            default=0,
+            min=0,
+            max=10000,
+            optional=True,
+            tooltip="0: fresh noise every iteration. N: train on N fixed noise batches whose teacher runs once, "
+            "revisited in a new order each pass: far faster when iterations exceed N. Needs global or final "
+            "targets (final with learn_sigmas).",
+            **adv,
+        ),
     ]
 
 
@@ -135,6 +146,7 @@ def distill_config(opts: dict[str, Any]) -> DistillConfig:
         learn_sigmas=opts.get("learn_sigmas", False),
         feature_weight=opts.get("image_loss_weight", 1.0) if opts.get("vae") is not None else 0.0,
         eval_every=max(1, opts["iterations"] // 20), val_batch=max(opts["batch"], 8), seed=opts["seed"],
+        pool_batches=opts.get("teacher_pool", 0),
     )  # fmt: skip
 
 
@@ -170,7 +182,8 @@ def run_distill(model: Any, positive: list, negative: list, opts: dict[str, Any]
     meta = {"provenance": "distilled", "teacher": opts["teacher"], "teacher_substeps": opts["teacher_substeps"],
             "iterations": len(losses), "final_loss": losses[-1] if losses else None, "guidance": opts["cfg"],
             "form": opts["form"], "kind": kind, "cancelled": reporter.cancelled, "targets": opts["targets"],
-            "learn_sigmas": config.learn_sigmas, "image_loss_weight": config.feature_weight}  # fmt: skip
+            "learn_sigmas": config.learn_sigmas, "image_loss_weight": config.feature_weight,
+            "teacher_pool": config.pool_batches}  # fmt: skip
     return best.replace(metadata={**dict(best.metadata), **meta}), losses
 
 

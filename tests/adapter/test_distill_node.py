@@ -109,3 +109,16 @@ def test_decoded_image_loss_backpropagates_through_the_vae_into_the_table(model,
     weights = list(vae.first_stage_model.parameters())
     assert all(p.grad is None for p in weights), "the VAE is never trained"
     assert any(p.requires_grad for p in weights), "its requires_grad flags are restored"
+
+
+def test_a_teacher_pool_runs_the_teacher_once_per_pooled_batch(model, monkeypatch):
+    from comfyui_epd.epd_core.distill import pool
+
+    teacher_runs, original = [], pool.teacher_trajectory
+    monkeypatch.setattr(pool, "teacher_trajectory", lambda *a, **k: teacher_runs.append(1) or original(*a, **k))
+    pos, neg = [toy.class_conditioning(c) for c in (1, 7)], [toy.empty_conditioning()]
+    table, losses = run_distill(model, pos, neg, options(iterations=6, targets="final", teacher_pool=2), None)
+    assert len(losses) == 6 and len(teacher_runs) == 2
+    assert table.metadata["teacher_pool"] == 2
+    with pytest.raises(ValueError, match="cannot serve targets='local'"):
+        run_distill(model, pos, neg, options(iterations=2, targets="local", teacher_pool=2), None)

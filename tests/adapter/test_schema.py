@@ -61,6 +61,7 @@ EXPECTED = {
             "table",
             "vae",
             "image_loss_weight",
+            "teacher_pool",
         ],
         ["EPD_TABLE", "LOSS_MAP"],
     ),
