@@ -60,6 +60,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--batch", type=int, default=16)
     p.add_argument("--lr", type=float, default=0.2)
     p.add_argument("--lr-min", type=float, default=0.01)
+    p.add_argument("--pool", type=int, default=0, help="train on this many fixed noise batches, teacher run once")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--log-every", type=int, default=10)
     return p.parse_args(argv)
@@ -83,6 +84,7 @@ def main(argv: list[str] | None = None) -> int:
         iterations=args.iterations, batch=args.batch, lr=args.lr, lr_min=args.lr_min, teacher=args.teacher,
         inserted=args.teacher_substeps, targets=args.targets, bptt=args.bptt or args.targets == "final",
         learn_scales=args.scale_range > 0, learn_sigmas=args.learn_sigmas, eval_every=max(1, args.iterations // 20), seed=args.seed,
+        pool_batches=args.pool,
     )  # fmt: skip
     step_config = StepConfig(kind=args.kind, form=args.form, afs=start.afs)
     stats = None
@@ -93,7 +95,8 @@ def main(argv: list[str] | None = None) -> int:
             )
     meta = {"provenance": "distilled", "teacher": args.teacher, "teacher_substeps": args.teacher_substeps,
             "iterations": args.iterations, "final_loss": stats.loss, "form": args.form, "kind": args.kind,
-            "targets": args.targets, "model": args.model, "learn_sigmas": args.learn_sigmas}  # fmt: skip
+            "targets": args.targets, "model": args.model, "learn_sigmas": args.learn_sigmas,
+            "teacher_pool": args.pool}  # fmt: skip
     path = save_table(stats.best_table.replace(metadata={**dict(stats.best_table.metadata), **meta}), args.out)
     sys.stdout.write(f"best validation error {stats.best_val_error:.4f}; table written to {path}\n")
     return 0

@@ -152,6 +152,8 @@ def test_headless_cli_writes_a_loadable_table(tmp_path, capsys, monkeypatch) -> 
     table = load_table(out)
     assert table.num_steps == 2 and table.metadata["provenance"] == "distilled"
     assert "iter     3" in capsys.readouterr().out
+    assert main([*argv, "--iterations", "3", "--batch", "4", "--pool", "2", "--targets", "final"]) == 0
+    assert load_table(out).metadata["teacher_pool"] == 2
 
 
 # --- learned step sigmas (issue 3: "the step sigmas may be learned with the table") ---
