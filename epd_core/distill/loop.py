@@ -16,7 +16,7 @@ import torch
 
 from ..params import EPDParams
 from ..solver import StepConfig, advance, run_epd, table_rows
-from .pool import TeacherPool, make_pool, pool_order, pool_problems
+from .pool import TeacherPool, pool_order, pool_problems
 from .teacher import TEACHERS, teacher_step, teacher_trajectory
 from .trainable import TrainableTable
 
@@ -38,7 +38,7 @@ class DistillConfig(NamedTuple):
     learn_scales: bool = True  # learn c and a when the table's scale ranges are > 0
     learn_sigmas: bool = False  # learn the grid's interior sigmas too (the end points stay)
     feature_weight: float = 0.0  # alpha on the final-state feature loss, when a feature function is given
-    pool_batches: int = 0  # 0: fresh noise each iteration; P: P noise batches, teacher run once (pool.py)
+    pool_batches: int = 0  # 0: fresh noise each iteration; P: keep the first P batches and revisit them (pool.py)
     eval_every: int = 10  # iterations between validation runs
     val_batch: int = 64  # fixed validation noise samples
     seed: int = 0  # noise seed (training uses seed, validation seed + 1)
@@ -132,29 +132,34 @@ def training_batches(
     """Per iteration: the start noise, its teacher states (None for local targets without a
     feature loss) and the teacher's final features (None without a feature loss).
 
-    Fresh noise runs the teacher on the student's current grid; a pool (given, or made here when
-    config.pool_batches > 0) ran it once, and its features are computed once per pooled batch.
+    Fresh noise runs the teacher on the student's current grid. With config.pool_batches = P the
+    first P batches are kept (filled as they come, so progress and cancelling work from the
+    start) and then revisited in a new order each epoch; a given ``pool`` is used from the
+    start. A kept batch's features are computed once.
     """
-    if pool is None and config.pool_batches > 0:
-        pool = make_pool(model, noise_fn, config.pool_batches, config.batch, trainable.grid().detach(), gen,
-                         final_only=config.targets == "final", **teach)  # fmt: skip
-    order = pool_order(len(pool.noise), gen) if pool is not None else None
-    pooled_features: dict[int, torch.Tensor] = {}
+    kept = list(zip(pool.noise, pool.targets)) if pool is not None else []
+    size = len(kept) if pool is not None else config.pool_batches  # 0: fresh noise throughout
+    order = pool_order(size, gen) if pool is not None else None
+    kept_features: dict[int, torch.Tensor] = {}
     while True:
-        key = None  # which pooled batch; None for fresh noise, whose features are never reused
+        key = None  # which kept batch; None for noise that is used once
         if order is None:
             x = noise_fn(config.batch, gen)
             needed = config.targets != "local" or feature_fn is not None
             targets = teacher_trajectory(model, x, trainable.grid().detach(), **teach) if needed else None
+            if size:
+                key = len(kept)
+                kept.append((x, targets[-1:] if config.targets == "final" else targets))
+                order = pool_order(size, gen) if len(kept) == size else None
         else:
             key = next(order)
-            x, targets = pool.noise[key], pool.targets[key]
-        feats = pooled_features.get(key) if feature_fn is not None else None
+            x, targets = kept[key]
+        feats = kept_features.get(key) if feature_fn is not None else None
         if feature_fn is not None and feats is None:
             with torch.no_grad():  # the teacher's side is a constant target
                 feats = feature_fn(targets[-1])
             if key is not None:
-                pooled_features[key] = feats
+                kept_features[key] = feats
         yield x, targets, feats
 
 

@@ -6,6 +6,10 @@ teacher once and revisited in a new order every epoch, pays that cost P times in
 per iteration. The table has a few dozen parameters, so a few hundred noise samples do not let
 it overfit; the loop's validation batch stays fresh noise.
 
+``DistillConfig.pool_batches`` keeps the loop's first P batches as they come (so a run shows
+progress and can be cancelled from its first iteration); ``make_pool`` builds a pool in advance,
+to share one between runs (a pixel stage, then a refinement).
+
 Batches are kept whole: row b of a pooled batch is row b of the batch the teacher saw, so a
 model that conditions by row position (a prompt per row) sees the same conditioning for the
 student and its target.

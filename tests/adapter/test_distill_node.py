@@ -112,13 +112,13 @@ def test_decoded_image_loss_backpropagates_through_the_vae_into_the_table(model,
 
 
 def test_a_teacher_pool_runs_the_teacher_once_per_pooled_batch(model, monkeypatch):
-    from comfyui_epd.epd_core.distill import pool
+    from comfyui_epd.epd_core.distill import loop
 
-    teacher_runs, original = [], pool.teacher_trajectory
-    monkeypatch.setattr(pool, "teacher_trajectory", lambda *a, **k: teacher_runs.append(1) or original(*a, **k))
+    teacher_runs, original = [], loop.teacher_trajectory
+    monkeypatch.setattr(loop, "teacher_trajectory", lambda *a, **k: teacher_runs.append(1) or original(*a, **k))
     pos, neg = [toy.class_conditioning(c) for c in (1, 7)], [toy.empty_conditioning()]
     table, losses = run_distill(model, pos, neg, options(iterations=6, targets="final", teacher_pool=2), None)
-    assert len(losses) == 6 and len(teacher_runs) == 2
+    assert len(losses) == 6 and len(teacher_runs) == 1 + 2  # the validation batch, then 2 pooled batches
     assert table.metadata["teacher_pool"] == 2
     with pytest.raises(ValueError, match="cannot serve targets='local'"):
         run_distill(model, pos, neg, options(iterations=2, targets="local", teacher_pool=2), None)

@@ -55,8 +55,8 @@ def test_a_pool_runs_the_teacher_once_per_batch_and_still_learns(monkeypatch, ta
     config = DistillConfig(iterations=24, batch=8, teacher="dpm_2", inserted=7, eval_every=4, targets=targets,
                            bptt=bptt, pool_batches=3, val_batch=16)  # fmt: skip
     stats = list(distill(model, start_table(), noise_fn, config, step_config=STEP))
-    assert in_pool == [8, 8, 8]  # 24 iterations, 3 teacher runs
-    assert in_loop == [16]  # the validation batch, once
+    assert in_loop == [16, 8, 8, 8]  # the validation batch, then 3 teacher runs in 24 iterations
+    assert in_pool == []  # the pool fills as the first epoch runs (progress and cancel work from the start)
     assert stats[-1].best_val_error < 0.8 * stats[0].best_val_error
 
 
