@@ -48,6 +48,7 @@ from .rows import (
     epd_row,
     file_stem,
     start_table,
+    teacher_pool,
 )
 from .sample import karras_sigmas, sample_heun
 from .unet import DEFAULT_WEIGHTS, load_denoiser
@@ -89,18 +90,29 @@ def distilled_table(model: LabelledModel, rounds: int, name: str, order: int, ar
 
 
 def inception_refined_table(model: LabelledModel, rounds: int, args, record: dict):
-    """The learned-sigmas table refined with the final-step Inception feature loss (``INCEPTION_REFINE``).
+    """A pixel-distilled learned-sigmas table refined with the final-step Inception feature loss.
 
-    Its times in ``record`` are the refinement's alone; the pixel stage's are the learned-sigmas row's.
+    ``--inception-refine`` sets the refinement. Without ``--pool`` it starts from the learned-sigmas
+    row and its times in ``record`` are the refinement's alone (the pixel stage's are that row's).
+    With ``--pool P`` both stages train on one pool of P teacher batches (rows.teacher_pool) and
+    the times are the whole recipe's: pool, pixel stage and refinement.
     """
     weight, iterations, lr = args.inception_refine
-    path = args.save / "tables" / f"R{rounds}_{file_stem(INCEPTION_ROW)}_w{weight}_i{iterations}_lr{lr}.safetensors"
+    pooled = f"_pool{args.pool}_px{args.iterations}" + (f"_seed{args.pool_seed}" if args.pool_seed else "")
+    recipe = f"w{weight}_i{iterations}_lr{lr}" + (pooled if args.pool else "")
+    path = args.save / "tables" / f"R{rounds}_{file_stem(INCEPTION_ROW)}_{recipe}.safetensors"
     if path.is_file():
         return load_table(path)
-    start = distilled_table(model, rounds, "EPD distilled, learned sigmas", 1, args, record, learn_sigmas=True)
+    started, cpu = time.perf_counter(), time.process_time()
+    pool = teacher_pool(model, rounds, args.pool, args.pool_seed) if args.pool else None
+    if pool is None:
+        start = distilled_table(model, rounds, "EPD distilled, learned sigmas", 1, args, record, learn_sigmas=True)
+        started, cpu = time.perf_counter(), time.process_time()
+    else:
+        start, *_ = distil(model, rounds, "final", args.iterations, 1, True, pool=pool)
     feature = FeatureLoss(metrics.inception_loss_features(), weight)
-    table, seconds, cpu = distil(model, rounds, "final", iterations, 1, True, start=start, lr=lr, feature=feature)
-    return _keep(table, path, INCEPTION_ROW, rounds, seconds, cpu, record)
+    table, *_ = distil(model, rounds, "final", iterations, 1, True, start=start, lr=lr, feature=feature, pool=pool)
+    return _keep(table, path, INCEPTION_ROW, rounds, time.perf_counter() - started, time.process_time() - cpu, record)
 
 
 def _keep(table, path: Path, name: str, rounds: int, seconds: float, cpu: float, record: dict):
@@ -114,7 +126,8 @@ def _keep(table, path: Path, name: str, rounds: int, seconds: float, cpu: float,
 
 
 INCEPTION_ROW = "EPD distilled, Inception loss"
-INCEPTION_REFINE = (2.0, 20, 0.05)  # feature weight alpha, iterations, starting lr of the refinement
+INCEPTION_REFINE = (5.0, 20, 0.05)  # feature weight alpha, iterations, starting lr of the refinement
+INCEPTION_POOL = 20  # teacher batches of 10 both stages of the Inception-loss row train on
 DISTILLED = (  # row name, max_order, learn_sigmas
     ("EPD distilled", 1, False),
     ("EPD distilled, learned sigmas", 1, True),
@@ -166,6 +179,15 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--targets", choices=("global", "local", "final"), default="final")
     p.add_argument("--inception-refine", type=float, nargs=3, default=INCEPTION_REFINE,
                    metavar=("ALPHA", "ITERATIONS", "LR"), help=f"the Inception-loss row's refinement (default {INCEPTION_REFINE})")  # fmt: skip
+    p.add_argument(
+        "--pool",
+        type=int,
+        default=INCEPTION_POOL,
+        metavar="P",
+        help="the Inception-loss row trains both stages on P teacher batches of 10 "
+        f"(default {INCEPTION_POOL}; 0: refine the learned-sigmas row on fresh noise)",
+    )
+    p.add_argument("--pool-seed", type=int, default=0, help="noise seed of that pool")  # fmt: skip
     p.add_argument("--only", nargs="*", default=None, help="run only these rows (names as in the JSON)")
     p.add_argument("--tag", default="main", help="JSON name: fmnist_cond_<tag>.json")
     p.add_argument("--out", type=Path, default=Path("bench/results"))
@@ -190,7 +212,8 @@ def main(argv: list[str] | None = None) -> int:
     ref_images = reference(model, x[: args.ref_samples], args.save / f"heun50_first{args.ref_samples}.npy")
     record = {"samples": args.samples, "ref_samples": args.ref_samples, "cfg": 1.0, "labels": "sample j: j % 10",
               "comfyui": comfy is not None, "targets": args.targets, "iterations": args.iterations,
-              "threads": args.threads, "inception_refine": list(args.inception_refine), "rows": {}}  # fmt: skip
+              "threads": args.threads, "inception_refine": list(args.inception_refine), "pool": args.pool, "pool_seed": args.pool_seed,
+              "rows": {}}  # fmt: skip
     # The converged level on the same noises: near it, feature distances stop tracking accuracy.
     converged_stats = metrics.feature_stats(metrics.classifier_features(classifier, ref_images))
     record["heun50_fd_on_ref_samples"] = metrics.frechet_from_stats(converged_stats, ref_stats)

@@ -18,7 +18,7 @@ from bench.exact_runs import builtin_grid, steps_for
 from bench.exact_setup import with_model_sampling
 from epd_core.baselines import run_dpm2, run_euler, run_heun, run_ipndm
 from epd_core.demo import karras
-from epd_core.distill import DistillConfig, distill
+from epd_core.distill import DistillConfig, TeacherPool, distill, make_pool
 from epd_core.grids import epd_sigmas
 from epd_core.params import EPDParams
 from epd_core.solver import StepConfig, run_epd
@@ -90,6 +90,20 @@ def start_table(rounds: int) -> EPDParams:
     return default_table(grid, 2, form="direction", afs=True)
 
 
+TEACHER = {"teacher": "dpm_2", "inserted": 7}  # every distillation's teacher: DPM-Solver-2, M = 7
+
+
+def noise(batch: int, gen: torch.Generator) -> torch.Tensor:
+    """Start noise at SIGMA_MAX for ``batch`` samples."""
+    return torch.randn((batch, *SHAPE), generator=gen) * SIGMA_MAX
+
+
+def teacher_pool(model: Any, rounds: int, batches: int, seed: int = 0) -> TeacherPool:
+    """``batches`` batches of 10 noises and their teacher's final states on the default R-round grid."""
+    gen = torch.Generator().manual_seed(seed)
+    return make_pool(model, noise, batches, 10, start_table(rounds).sigmas, gen, **TEACHER)
+
+
 class FeatureLoss(NamedTuple):
     """A final-step feature loss for ``distil``: alpha * MSE(feature_fn(student), feature_fn(teacher))."""
 
@@ -108,29 +122,27 @@ def distil(
     start: EPDParams | None = None,
     lr: float = 0.2,
     feature: FeatureLoss | None = None,
+    pool: TeacherPool | None = None,
 ) -> tuple[EPDParams, float, float]:
     """Distil the R-round table (scales within 1 +/- 0.05, DPM-Solver-2 teacher with 7 inserted steps).
 
-    ``start`` (default ``start_table``) lets a feature loss refine a pixel-distilled table.
+    ``start`` (default ``start_table``) lets a feature loss refine a pixel-distilled table; ``pool``
+    (``teacher_pool``) trains on fixed noise whose teacher ran once instead of fresh noise.
     Batch 10 and validation batch 20 keep LabelledModel's j % 10 labels aligned (see module doc);
     with a feature loss the validation batch is 40 (the objective is noisier). Returns the best
     table on the validation batch, the wall time and the process CPU time in seconds (on a shared
     machine the CPU time of this 1-thread process is the unshared wall time).
     """
     start = start or start_table(rounds).replace(scale_dir=0.05, scale_time=0.05)
-    config = DistillConfig(iterations=iterations, batch=10, teacher="dpm_2", inserted=7, targets=targets,
+    config = DistillConfig(iterations=iterations, batch=10, **TEACHER, targets=targets,
                            bptt=targets == "final", eval_every=5 if feature else 10, val_batch=40 if feature else 20,
-                           seed=3 if feature else 0,  # a refinement sees batches the pixel stage did not
+                           seed=3 if feature else 0,  # a refinement validates (and draws noise) apart from the pixel stage
                            learn_sigmas=learn_sigmas, lr=lr,
                            feature_weight=feature.weight if feature else 0.0)  # fmt: skip
     step = StepConfig(form="direction", afs=True, max_order=max_order)
-
-    def noise_fn(batch: int, gen: torch.Generator) -> torch.Tensor:
-        return torch.randn((batch, *SHAPE), generator=gen) * SIGMA_MAX
-
     started, cpu = time.perf_counter(), time.process_time()
     feature_fn = feature.feature_fn if feature else None
-    *_, last = distill(model, start, noise_fn, config, step_config=step, feature_fn=feature_fn)
+    *_, last = distill(model, start, noise, config, step_config=step, feature_fn=feature_fn, pool=pool)
     return last.best_table, time.perf_counter() - started, time.process_time() - cpu
 
 
