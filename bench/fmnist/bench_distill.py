@@ -103,13 +103,14 @@ def inception_refined_table(model: LabelledModel, rounds: int, args, record: dic
     path = args.save / "tables" / f"R{rounds}_{file_stem(INCEPTION_ROW)}_{recipe}.safetensors"
     if path.is_file():
         return load_table(path)
-    started, cpu = time.perf_counter(), time.process_time()
-    pool = teacher_pool(model, rounds, args.pool, args.pool_seed) if args.pool else None
-    if pool is None:
+    if args.pool:
+        started, cpu = time.perf_counter(), time.process_time()
+        pool = teacher_pool(model, rounds, args.pool, args.pool_seed)
+        start, *_ = distil(model, rounds, "final", args.iterations, 1, True, pool=pool)
+    else:
+        pool = None
         start = distilled_table(model, rounds, "EPD distilled, learned sigmas", 1, args, record, learn_sigmas=True)
         started, cpu = time.perf_counter(), time.process_time()
-    else:
-        start, *_ = distil(model, rounds, "final", args.iterations, 1, True, pool=pool)
     feature = FeatureLoss(metrics.inception_loss_features(), weight)
     table, *_ = distil(model, rounds, "final", iterations, 1, True, start=start, lr=lr, feature=feature, pool=pool)
     return _keep(table, path, INCEPTION_ROW, rounds, time.perf_counter() - started, time.process_time() - cpu, record)

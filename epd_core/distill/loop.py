@@ -139,18 +139,17 @@ def training_batches(
     """
     kept = list(zip(pool.noise, pool.targets)) if pool is not None else []
     size = len(kept) if pool is not None else config.pool_batches  # 0: fresh noise throughout
-    order = pool_order(size, gen) if pool is not None else None
+    order = pool_order(size, gen)  # a generator: it draws from gen only once the pool is full
     kept_features: dict[int, torch.Tensor] = {}
     while True:
         key = None  # which kept batch; None for noise that is used once
-        if order is None:
+        if len(kept) < size or size == 0:
             x = noise_fn(config.batch, gen)
             needed = config.targets != "local" or feature_fn is not None
             targets = teacher_trajectory(model, x, trainable.grid().detach(), **teach) if needed else None
             if size:
                 key = len(kept)
                 kept.append((x, targets[-1:] if config.targets == "final" else targets))
-                order = pool_order(size, gen) if len(kept) == size else None
         else:
             key = next(order)
             x, targets = kept[key]
