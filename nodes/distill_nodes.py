@@ -169,22 +169,29 @@ def run_distill(model: Any, positive: list, negative: list, opts: dict[str, Any]
     reporter = training_bridge.Reporter(config.iterations, node_id)
     vae = opts.get("vae")
     features = training_bridge.decoded_images_fn(model, vae) if vae is not None else None
+    losses: list[float] = []
+
+    def describe(iterations: int, cancelled: bool) -> dict[str, Any]:
+        return {"provenance": "distilled", "teacher": opts["teacher"], "teacher_substeps": opts["teacher_substeps"],
+                "iterations": iterations, "final_loss": losses[-1] if losses else None, "guidance": opts["cfg"],
+                "form": opts["form"], "kind": kind, "cancelled": cancelled, "targets": opts["targets"],
+                "learn_sigmas": config.learn_sigmas, "image_loss_weight": config.feature_weight,
+                "teacher_pool": config.pool_batches}  # fmt: skip
+
+    best = training_bridge.BestTable(DISTILL_NODE, node_id, start, describe)
 
     def loop(denoiser):
-        stats, losses = None, []
+        if vae is not None:  # the decoded-image loss backpropagates through the frozen decoder too
+            training_bridge.autograd_safe(vae.first_stage_model)
         for stats in distill(denoiser, start, noise_fn, config, step_config=step_config, feature_fn=features,
                              should_stop=reporter.should_stop):  # fmt: skip
             losses.append(stats.loss)
+            best.offer(stats.best_table, stats.iteration)
             reporter.update(stats.iteration, loss=stats.loss, val=stats.best_val_error)
-        return (stats.best_table if stats else start), losses
 
-    best, losses = training_bridge.run_in_guider(model, pos, neg, opts["cfg"], start.sigmas, shape, loop)
-    meta = {"provenance": "distilled", "teacher": opts["teacher"], "teacher_substeps": opts["teacher_substeps"],
-            "iterations": len(losses), "final_loss": losses[-1] if losses else None, "guidance": opts["cfg"],
-            "form": opts["form"], "kind": kind, "cancelled": reporter.cancelled, "targets": opts["targets"],
-            "learn_sigmas": config.learn_sigmas, "image_loss_weight": config.feature_weight,
-            "teacher_pool": config.pool_batches}  # fmt: skip
-    return best.replace(metadata={**dict(best.metadata), **meta}), losses
+    with best.keep():
+        training_bridge.run_in_guider(model, pos, neg, opts["cfg"], start.sigmas, shape, loop)
+    return best.write(cancelled=False), losses
 
 
 class EPDDistill(io.ComfyNode):
@@ -197,7 +204,8 @@ class EPDDistill(io.ComfyNode):
             display_name=DISTILL_NODE,
             category=CATEGORY,
             description="Learn an EPD table (positions, weights, scales) from a high-accuracy teacher on your own model. "
-            "The model is never trained. Cancel keeps the best table so far.",
+            "The model is never trained. The best table so far is kept in models/epd/autosave (at the start, at "
+            "every new best and on Cancel); Cancel then stops the prompt, so load the autosaved table to use it.",
             inputs=distill_inputs(),
             outputs=[table_output(), LossMap.Output(display_name="loss", tooltip="For Plot Loss Graph.")],
             hidden=[io.Hidden.unique_id],

@@ -1,17 +1,22 @@
 """ComfyUI bridge, training half: runs an epd_core training loop inside ComfyUI's sampling stack.
 
-comfyui-integration.md §3.3-3.5: the loop is driven through a real CFGGuider (so conds,
+comfyui-integration.md §3.3-3.5, §10: the loop is driven through a real CFGGuider (so conds,
 ControlNets, patches and model loading behave as in sampling) by a ``Sampler`` subclass
 whose ``sample`` hands the loop a denoiser. Prompts run under ``torch.inference_mode``; the
-loop runs under ``inference_mode(False)`` with grad enabled and ``in_training`` set, and
-every conditioning tensor is cloned so autograd may save it. Like bridge.py, this module
-touches ComfyUI internals so the node files do not.
+loop runs under ``inference_mode(False)`` with grad enabled and ``in_training`` set. Autograd
+cannot save inference tensors, so every conditioning tensor is cloned and the frozen model's
+inference tensors are swapped for ordinary ones (``autograd_safe``). A Cancel, from the
+node's own check or from inside any model call, keeps the best table on disk (``BestTable``)
+and then stops the prompt as ComfyUI users expect. Like bridge.py, this module touches
+ComfyUI internals so the node files do not.
 """
 
 from __future__ import annotations
 
 import contextlib
 import logging
+import os
+import time
 from collections.abc import Callable, Iterator
 from typing import Any
 
@@ -20,9 +25,15 @@ import comfy.samplers
 import comfy.utils
 import torch
 
+from ..epd_core.params import EPDParams
+from ..epd_core.table_io import save_table
+from . import folders
+
 log = logging.getLogger(__name__)
 
 TRAIN_EVENT = "epd.train"
+AUTOSAVE_FOLDER = "autosave"  # under models/epd, so EPD Load Table lists the autosaved tables
+Interrupted = comfy.model_management.InterruptProcessingException
 
 
 def clone_tensors(value: Any) -> Any:
@@ -73,6 +84,37 @@ def training_mode() -> Iterator[None]:
             comfy.model_management.in_training = False
 
 
+def autograd_safe(module: torch.nn.Module) -> int:
+    """Swap every inference tensor among ``module``'s parameters and buffers for an ordinary one.
+
+    ComfyUI runs each prompt under torch.inference_mode, so a loader's weights are inference
+    tensors, and autograd refuses to save them for backward ("Inference tensors cannot be saved
+    for backward"); yet the table's gradient flows through the frozen model's forward. ComfyUI's
+    TrainLoraNode meets this with a weight wrapper on every comfy op, which makes each forward
+    copy its weight (ops.cast_bias_weight, copy=True): those copies are saved for backward, so a
+    second copy of the weights lives through every backward, and buffers or non-comfy layers
+    are not covered. Here each tensor is replaced once, one at a time, with the same values:
+    the peak is the model plus its largest tensor, nothing is copied whole. The swap happens in the
+    shared module (as ComfyUI's own weight patching replaces Parameters), so ComfyUI's cache and
+    every other node see the same values; requires_grad flags and ties are kept. Must run
+    outside inference mode. Returns how many tensors were swapped.
+    """
+    if torch.is_inference_mode_enabled():
+        raise RuntimeError("autograd_safe must run outside torch.inference_mode (inside training_mode())")
+    swapped: dict[int, torch.Tensor] = {}  # id of the old tensor -> its ordinary copy (keeps ties)
+    for sub in module.modules():
+        for store in (sub._parameters, sub._buffers):
+            for name, old in store.items():
+                if old is None or not old.is_inference():
+                    continue
+                if id(old) not in swapped:  # an inference Parameter cannot be fixed in place: its
+                    new = old.detach().clone()  # version counter stays off even after .data is set
+                    is_param = isinstance(old, torch.nn.Parameter)
+                    swapped[id(old)] = torch.nn.Parameter(new, requires_grad=old.requires_grad) if is_param else new
+                store[name] = swapped[id(old)]
+    return len(swapped)
+
+
 class LoopSampler(comfy.samplers.Sampler):
     """A SAMPLER whose sample() runs ``loop(denoiser)`` instead of sampling; the result is kept."""
 
@@ -83,6 +125,9 @@ class LoopSampler(comfy.samplers.Sampler):
         self, model_wrap, sigmas, extra_args, callback, noise, latent_image=None, denoise_mask=None, disable_pbar=False
     ):
         model_wrap.conds = clone_tensors(model_wrap.conds)
+        count = autograd_safe(model_wrap.inner_model)  # the BaseModel, loaded by prepare_sampling
+        if count:
+            log.info("EPD: %d inference tensors of the frozen model made ordinary for autograd.", count)
         args = dict(extra_args)
 
         def denoiser(x: torch.Tensor, sigma: torch.Tensor, **_: Any) -> torch.Tensor:
@@ -157,27 +202,85 @@ def noise_fn_for(
     return noise_fn
 
 
+def prompt_server() -> Any:
+    """ComfyUI's PromptServer when running inside its server, else None (tests, scripts)."""
+    try:
+        from server import PromptServer
+    except ImportError:
+        return None
+    return getattr(PromptServer, "instance", None)
+
+
 class Reporter:
-    """Progress bar, live websocket loss events and cancel detection for a training node."""
+    """Progress bar, live websocket loss events and interruption for a training node.
+
+    Events go to the client that queued the prompt only; a prompt queued without a client id
+    gets none, as ComfyUI's own per-node messages.
+    """
 
     def __init__(self, total: int, node_id: str | None) -> None:
         self.total, self.node_id = total, node_id
         self.bar = comfy.utils.ProgressBar(total, node_id=node_id)
-        self.cancelled = False
+        self.server = prompt_server()
+        self.send_failed = False
 
     def update(self, step: int, preview: Any = None, **values: float) -> None:
         """Progress (with an optional ProgressBar preview tuple) and a live chart event."""
         self.bar.update_absolute(step, self.total, preview)
-        with contextlib.suppress(Exception):  # feature probe: no server when run outside ComfyUI's main
-            from server import PromptServer
-
-            payload = {"node": self.node_id, "step": step, "total": self.total, **values}
-            PromptServer.instance.send_sync(TRAIN_EVENT, payload, PromptServer.instance.client_id)
+        client = getattr(self.server, "client_id", None)
+        if client is None:
+            return
+        payload = {"node": self.node_id, "step": step, "total": self.total, **values}
+        try:
+            self.server.send_sync(TRAIN_EVENT, payload, client)
+        except Exception:  # the chart is a nicety: training goes on, but the failure is logged once
+            if not self.send_failed:
+                log.warning("EPD: could not send the live chart event %s", TRAIN_EVENT, exc_info=True)
+            self.send_failed = True
 
     def should_stop(self) -> bool:
-        """True once Cancel was pressed; the flag is cleared so the node can still return its best result."""
-        if comfy.model_management.processing_interrupted():
-            comfy.model_management.interrupt_current_processing(False)
-            self.cancelled = True
-            log.info("EPD: training cancelled; returning the best result so far.")
-        return self.cancelled
+        """Raise ComfyUI's InterruptProcessingException once Cancel was pressed (see BestTable)."""
+        comfy.model_management.throw_exception_if_processing_interrupted()
+        return False
+
+
+class BestTable:
+    """A training node's best table, kept on disk in models/epd/autosave: at the start, at every
+    new best and on Cancel, each write atomic. ``keep`` re-raises the interrupt after saving, so
+    a Cancel stops the prompt (nodes downstream do not run) and loses no trained work.
+    """
+
+    def __init__(self, node: str, node_id: str | None, start: EPDParams, describe: Callable[..., dict]) -> None:
+        stamp = time.strftime("%Y%m%d-%H%M%S")
+        stem = f"{node.lower().replace(' ', '_')}_{stamp}_node{node_id or 'x'}"
+        self.path = os.path.join(folders.default_dir(), AUTOSAVE_FOLDER, stem + ".safetensors")
+        self.node, self.describe = node, describe
+        self.table, self.iterations = start, 0
+        self.write(cancelled=False)
+        log.info("%s: the best table so far is kept in %s", node, self.path)
+
+    def write(self, cancelled: bool) -> EPDParams:
+        """The best table with the node's metadata, saved; returns it."""
+        meta = self.describe(iterations=self.iterations, cancelled=cancelled)
+        table = self.table.replace(metadata={**dict(self.table.metadata), **meta, "autosave": self.path})
+        save_table(table, self.path)
+        return table
+
+    def offer(self, table: EPDParams, iterations: int) -> None:
+        """Record the loop's best after ``iterations``; writes only when it is a new table."""
+        changed = table is not self.table
+        self.table, self.iterations = table, iterations
+        if changed:
+            self.write(cancelled=False)
+
+    @contextlib.contextmanager
+    def keep(self) -> Iterator[None]:
+        """Save the best table on an interrupt from anywhere inside (own check or a model call), then re-raise."""
+        try:
+            yield
+        except Interrupted:
+            self.write(cancelled=True)
+            log.warning(
+                "%s: cancelled after %d iterations; the best table is in %s", self.node, self.iterations, self.path
+            )
+            raise

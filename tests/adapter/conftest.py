@@ -60,3 +60,12 @@ def vae(tmp_path_factory: pytest.TempPathFactory) -> Any:
     path = tmp_path_factory.mktemp("vae") / "taesd_tiny.safetensors"
     save_file(state, str(path))
     return comfy.sd.VAE(sd=comfy.utils.load_torch_file(str(path)))
+
+
+@pytest.fixture(autouse=True)
+def models_dir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """ComfyUI's models folder, per test in tmp: tables the nodes autosave never land in the checkout."""
+    if "folder_paths" not in sys.modules:
+        return tmp_path
+    monkeypatch.setattr(sys.modules["folder_paths"], "models_dir", str(tmp_path))
+    return tmp_path

@@ -44,20 +44,98 @@ def test_node_execute_returns_table_and_loss_map(model):
     assert table.num_points == 2 and len(loss_map["loss"]) == 2
 
 
-def test_cancel_returns_the_best_table_so_far(model, monkeypatch):
-    calls = {"n": 0}
-    real = comfy.model_management.processing_interrupted
+def autosaved(models_dir):
+    """The tables EPD Distill / EPD RL Tune kept in models/epd/autosave."""
+    from comfyui_epd.epd_core.table_io import load_table
 
-    def interrupted():
-        calls["n"] += 1
-        return calls["n"] >= 3 or real()
+    return [load_table(p) for p in sorted((models_dir / "epd" / "autosave").glob("*.safetensors"))]
 
-    monkeypatch.setattr(comfy.model_management, "processing_interrupted", interrupted)
-    table, losses = run_distill(
-        model, [toy.class_conditioning(2)], [toy.empty_conditioning()], options(iterations=50), None
-    )
-    assert len(losses) == 2 and table.metadata["cancelled"] is True
-    assert not real(), "the cancel flag is cleared so the rest of the graph (e.g. EPD Save Table) still runs"
+
+def test_cancel_saves_the_best_table_then_stops_the_prompt(model, models_dir, monkeypatch):
+    seen = []
+    update = training_bridge.Reporter.update
+
+    def cancel_after_two(self, step, preview=None, **values):
+        seen.append(values["val"])
+        update(self, step, preview, **values)
+        if step == 2:
+            comfy.model_management.interrupt_current_processing(True)  # Cancel pressed
+
+    monkeypatch.setattr(training_bridge.Reporter, "update", cancel_after_two)
+    pos, neg = [toy.class_conditioning(2)], [toy.empty_conditioning()]
+    with pytest.raises(comfy.model_management.InterruptProcessingException):
+        run_distill(model, pos, neg, options(iterations=50), None)
+    assert not comfy.model_management.processing_interrupted(), "ComfyUI's flag is consumed, as its samplers do"
+    (table,) = autosaved(models_dir)
+    assert table.metadata["cancelled"] is True and table.metadata["iterations"] == 2
+    assert table.metadata["provenance"] == "distilled" and len(seen) == 2
+
+
+def test_an_interrupt_from_inside_a_model_call_keeps_the_best_table(models_dir, monkeypatch):
+    # comfy ops raise InterruptProcessingException inside every forward of a real UNet or VAE.
+    model = toy.toy_model_patcher(digits_mixture(), "edm")
+    net, reported = model.model.diffusion_model, []
+    forward, update = net.forward, training_bridge.Reporter.update
+
+    def interrupted_forward(*args, **kwargs):
+        if len(reported) == 3:  # the first model call after iteration 3
+            raise comfy.model_management.InterruptProcessingException()
+        return forward(*args, **kwargs)
+
+    def record(self, step, preview=None, **values):
+        reported.append(step)
+        update(self, step, preview, **values)
+
+    net.forward = interrupted_forward
+    monkeypatch.setattr(training_bridge.Reporter, "update", record)
+    pos, neg = [toy.class_conditioning(2)], [toy.empty_conditioning()]
+    with pytest.raises(comfy.model_management.InterruptProcessingException):
+        run_distill(model, pos, neg, options(iterations=50), None)
+    (table,) = autosaved(models_dir)
+    assert table.metadata["cancelled"] is True and table.metadata["iterations"] == 3
+    assert table.metadata["provenance"] == "distilled"
+
+
+def test_a_finished_run_leaves_its_best_table_in_autosave(model, models_dir):
+    pos, neg = [toy.class_conditioning(2)], [toy.empty_conditioning()]
+    table, losses = run_distill(model, pos, neg, options(iterations=3), "7")
+    (kept,) = autosaved(models_dir)
+    assert kept.metadata["cancelled"] is False and kept.metadata["iterations"] == 3 == len(losses)
+    torch.testing.assert_close(kept.r_logits, table.r_logits)
+    assert table.metadata["autosave"].endswith("_node7.safetensors")
+
+
+def test_distill_works_on_a_model_built_under_inference_mode():
+    # A loader node runs under torch.inference_mode, so the MODEL's weights and buffers are
+    # inference tensors; autograd cannot save them unless the bridge swaps them (autograd_safe).
+    with torch.inference_mode():
+        model = toy.toy_model_patcher(digits_mixture(), "edm")
+        pos, neg = [toy.class_conditioning(4)], [toy.empty_conditioning()]
+        buffers = list(model.model.diffusion_model.buffers())
+        assert buffers and all(b.is_inference() for b in buffers)
+        table, losses = run_distill(model, pos, neg, options(iterations=2), None)
+    assert len(losses) == 2 and table.num_steps == 2
+    assert not any(b.is_inference() for b in model.model.diffusion_model.buffers())
+
+
+def test_autograd_safe_swaps_inference_tensors_once_and_keeps_values_and_ties():
+    with torch.inference_mode():
+        net = torch.nn.Sequential(torch.nn.Linear(3, 3), torch.nn.Linear(3, 3))
+        net[1].weight = net[0].weight  # tied
+        net.register_buffer("scale", torch.full((3,), 2.0))
+        before = [t.clone() for t in (net[0].weight, net[0].bias, net.scale)]
+    net[0].weight.requires_grad_(False)
+    with training_bridge.training_mode():
+        assert training_bridge.autograd_safe(net) == 4  # weight (tied, once), two biases, one buffer
+        assert training_bridge.autograd_safe(net) == 0
+        x = torch.ones(2, 3, requires_grad=True)
+        (net(x) * net.scale).sum().backward()
+    assert net[1].weight is net[0].weight and not net[0].weight.requires_grad and net[0].bias.requires_grad
+    for old, new in zip(before, (net[0].weight, net[0].bias, net.scale)):
+        assert torch.equal(old, new) and not new.is_inference()
+    assert x.grad is not None and torch.isfinite(x.grad).all()
+    with torch.inference_mode(), pytest.raises(RuntimeError, match="outside torch.inference_mode"):
+        training_bridge.autograd_safe(net)
 
 
 def test_mismatched_prompt_lists_are_a_clear_error(model):
@@ -76,7 +154,7 @@ def test_stack_conditioning_needs_equal_token_lengths():
     assert stacked[0][0].shape == (2, 77, 8)
 
 
-def test_distill_works_on_a_table_made_under_inference_mode(model):
+def test_distill_works_on_conds_and_a_table_made_under_inference_mode(model):
     # ComfyUI runs every node under torch.inference_mode: the start table and the conds are
     # inference tensors, which autograd cannot save unless the bridge copies them.
     with torch.inference_mode():

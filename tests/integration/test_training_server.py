@@ -100,13 +100,6 @@ def succeeded(result: dict[str, Any]) -> None:
     assert result["status"]["status_str"] == "success", json.dumps(result["status"])[-3000:]
 
 
-@pytest.mark.xfail(
-    strict=True,
-    raises=AssertionError,
-    reason="EPD Distill fails in a prompt: a MODEL built by a node runs under inference_mode, so its weights are "
-    "inference tensors and the loss backward raises 'Inference tensors cannot be saved for backward'; "
-    "training_bridge clones the conds but not the model's parameters/buffers",
-)
 def test_distill_prompt_saves_a_distilled_table(server: Server) -> None:
     from epd_core.table_io import load_table
 
