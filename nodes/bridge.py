@@ -21,7 +21,7 @@ import torch
 
 from ..epd_core import schedules
 from ..epd_core.params import EPDParams
-from ..epd_core.solver import prepare_sigmas, sample_epd, sample_epd_plugin
+from ..epd_core.solver import StepConfig, prepare_sigmas, run_rows, sample_epd, sample_epd_plugin
 from . import plan
 from .compat import table_mismatch
 from .options import AFS_MODES, DEFAULT_FORM, KSAMPLER_ENTRY_NAME, PARALLEL_MODES
@@ -257,10 +257,14 @@ def sample_epd_comfy(
     afs: str = "auto",
     tail: str = "auto",
     max_order: int = 0,
+    rows: list[dict[str, torch.Tensor]] | None = None,
 ) -> torch.Tensor:
     """Sampler function for comfy.samplers.KSAMPLER: EPD-Solver, or EPD-Plugin when max_order >= 1.
 
-    Options as the EPD Sampler node sets them (comfyui-integration.md §1.2, §1.6).
+    Options as the EPD Sampler node sets them (comfyui-integration.md §1.2, §1.6). Every path
+    samples here (EPD Sampler, the KSampler entry, RL rollouts), so all get the same
+    interrupt, progress, mask and parallel handling. ``rows``: per-image table rows [K, B]
+    (RL rollouts draw a table per image) used in place of ``params``' own, on its grid.
     """
     if len(sigmas) < 2:
         return x
@@ -280,6 +284,9 @@ def sample_epd_comfy(
     options = {"params": params, "num_points": num_points, "kind": kind_of(model_sampling), "form": form}
     options.update(parallel=mode, chunk_size=chunk_size, afs=use_afs, tail="keep")
     report = step_callback(callback, len(sigmas) - 1, len(grid) - 1)
+    if rows is not None:
+        config = StepConfig(options["kind"], form, use_afs, max(max_order, 1), mode, chunk_size)
+        return run_rows(denoiser, x, grid, rows, config, extra_args, report)
     if max_order:
         return sample_epd_plugin(denoiser, x, grid, extra_args, report, disable, max_order=max_order, **options)
     return sample_epd(denoiser, x, grid, extra_args, report, disable, **options)

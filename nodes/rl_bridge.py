@@ -1,8 +1,8 @@
 """ComfyUI bridge, RL half: RDPO rollouts through a real CFGGuider and the user's VAE.
 
 comfyui-integration.md §3.5: a rollout needs no gradient through the diffusion model, so it
-is plain sampling (a KSAMPLER whose function runs the engine on per-image table rows),
-then ``VAE.decode``; only the small policy is trained, outside the sampling stack. Each
+is plain sampling through the bridge's one sampler function (per-image table rows, with the
+same interrupt, progress, mask and parallel handling as EPD Sampler), then ``VAE.decode``; only the small policy is trained, outside the sampling stack. Each
 rollout is its own ``guider.sample`` call, so ComfyUI's memory manager can swap the model,
 the VAE and the reward models between them. Like bridge.py, this module holds the
 ComfyUI internals so the node file does not.
@@ -10,7 +10,7 @@ ComfyUI internals so the node file does not.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from typing import Any
 
 import comfy.model_management
@@ -19,15 +19,8 @@ import comfy.samplers
 import numpy as np
 import torch
 
-from ..epd_core.rl import Cancelled
-from ..epd_core.solver import StepConfig, run_rows
-from . import training_bridge
-
-
-def sample_rows_comfy(model, x, sigmas, extra_args=None, callback=None, disable=None, *, rows, config):
-    """KSAMPLER function: the EPD loop on precomputed (per-image) rows."""
-    with torch.no_grad():
-        return run_rows(model, x, sigmas, rows, config, extra_args, callback)
+from ..epd_core.params import EPDParams
+from . import bridge, training_bridge
 
 
 def image_noise(shape: Sequence[int], seeds: Sequence[int]) -> torch.Tensor:
@@ -35,24 +28,14 @@ def image_noise(shape: Sequence[int], seeds: Sequence[int]) -> torch.Tensor:
     return torch.cat([torch.randn((1, *shape[1:]), generator=torch.Generator().manual_seed(int(s))) for s in seeds])
 
 
-def cancel_callback(should_stop: Callable[[], bool]) -> Callable[..., None]:
-    """A sampler callback that ends the run at the next step once Cancel was pressed."""
-
-    def callback(step: int, denoised: Any, x: Any, total: int) -> None:
-        if should_stop():
-            raise Cancelled
-
-    return callback
-
-
 class ComfyRollout:
     """rollout(rows, prompts, seeds) -> images [B, H, W, 3] in [0, 1]; image i shows prompts[i % P]."""
 
-    def __init__(self, model, vae, positive: list, negative: list, cfg: float, size: tuple[int, int], sigmas,
-                 config: StepConfig, should_stop: Callable[[], bool], node: str) -> None:  # fmt: skip
+    def __init__(self, model, vae, positive: list, negative: list, cfg: float, size: tuple[int, int],
+                 table: EPDParams, form: str, node: str) -> None:  # fmt: skip
         self.model, self.vae, self.positive, self.negative = model, vae, positive, negative
-        self.cfg, self.size, self.sigmas, self.config, self.node = cfg, size, sigmas, config, node
-        self.callback = cancel_callback(should_stop)
+        self.cfg, self.size, self.table, self.form, self.node = cfg, size, table, form, node
+        self.sigmas = bridge.table_sigmas(model, table, node)
 
     def conds(self, prompts: Sequence[int]) -> tuple[list, list]:
         """One stacked positive and negative conditioning with a row per prompt (ComfyUI repeats it cyclically)."""
@@ -66,10 +49,10 @@ class ComfyRollout:
         guider = comfy.samplers.CFGGuider(self.model)
         guider.set_conds(*self.conds(prompts))
         guider.set_cfg(self.cfg)
-        sampler = comfy.samplers.KSAMPLER(sample_rows_comfy, extra_options={"rows": rows, "config": self.config})
+        sampler = bridge.make_sampler(params=self.table, form=self.form, rows=rows)
         with torch.no_grad():
-            samples = guider.sample(image_noise(latent.shape, seeds), latent, sampler, self.sigmas.float(),
-                                    callback=self.callback, disable_pbar=True, seed=int(seeds[0]))  # fmt: skip
+            samples = guider.sample(image_noise(latent.shape, seeds), latent, sampler, self.sigmas,
+                                    disable_pbar=True, seed=int(seeds[0]))  # fmt: skip
             samples = samples.to(comfy.model_management.intermediate_device())
             images = self.vae.decode(samples)
         if images.ndim == 5:  # video VAEs decode [B, T, H, W, C]; score the first frame

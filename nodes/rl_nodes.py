@@ -2,7 +2,7 @@
 
 The loop is epd_core.rl; rl_bridge turns a table draw into images through the user's
 model (a real CFGGuider) and VAE. Only the small Dirichlet policy is trained; the
-backbone never is. Cancel ends the run with the best mean table so far.
+backbone never is. The best mean table is kept on disk; Cancel saves it, then stops the prompt.
 """
 
 from __future__ import annotations
@@ -17,8 +17,7 @@ import torch
 
 from ..epd_core.rl import RLConfig, load_policy, make_policy, rl_tune, save_policy
 from ..epd_core.rl.objective import GROUPINGS
-from ..epd_core.solver import StepConfig
-from . import bridge, plan, rl_bridge, training_bridge
+from . import plan, rl_bridge, training_bridge
 from ._api import io
 from .errors import node_errors
 from .options import CATEGORY, FORMS
@@ -156,18 +155,15 @@ def start_policy(table, config: RLConfig, path: str | None, resume: bool):
     return policy, done
 
 
-def make_rollout(model, vae, positive, negative, opts, table, reporter) -> rl_bridge.ComfyRollout:
+def make_rollout(model, vae, positive, negative, opts, table) -> rl_bridge.ComfyRollout:
     """The guider + VAE rollout for these prompts, on the table's own grid."""
     if len(negative) not in (1, len(positive)):
         raise ValueError(
             f"{RL_NODE}: {len(positive)} positive and {len(negative)} negative prompts; give one negative or one per positive"
         )
-    sigmas = bridge.table_sigmas(model, table, RL_NODE)
-    kind = bridge.kind_of(model.get_model_object("model_sampling"))
     form = plan.resolve_form(opts["form"], table, opts["cfg"])
-    config = StepConfig(kind=kind, form=form, afs=table.afs)
     return rl_bridge.ComfyRollout(model, vae, positive, negative, opts["cfg"], (opts["width"], opts["height"]),
-                                  sigmas, config, reporter.should_stop, RL_NODE)  # fmt: skip
+                                  table, form, RL_NODE)  # fmt: skip
 
 
 def run_rl(model, vae, positive, negative, reward, table, opts, node_id):
@@ -176,22 +172,28 @@ def run_rl(model, vae, positive, negative, reward, table, opts, node_id):
     texts = prompt_texts(opts.get("prompt_texts", ""), len(positive))
     path = policy_path(opts.get("policy_file") or "")
     reporter = training_bridge.Reporter(config.iterations, node_id)
-    rollout = make_rollout(model, vae, positive, negative, opts, table, reporter)
-    best, rewards, preview = table, [], None
+    rollout = make_rollout(model, vae, positive, negative, opts, table)
+    rewards, preview = [], None
+
+    def describe(iterations: int, cancelled: bool) -> dict[str, Any]:
+        return {"provenance": "rl", "guidance": opts["cfg"], "rl_kl_coef": config.kl_coef,
+                "rl_concentration": config.concentration, "rl_iterations_run": iterations,
+                "cancelled": cancelled}  # fmt: skip
+
+    best = training_bridge.BestTable(RL_NODE, node_id, table, describe)
     # ComfyUI runs prompts under inference_mode: the policy must be built and trained outside it
     # (inference tensors cannot be saved for backward).
-    with torch.inference_mode(False):
+    with best.keep(), torch.inference_mode(False):
         policy, done = start_policy(table, config, path, bool(opts.get("resume")))
         for stats in rl_tune(policy, rollout, reward, texts, config, should_stop=reporter.should_stop):
-            best, preview = stats.best_table, stats.preview if stats.preview is not None else preview
+            preview = stats.preview if stats.preview is not None else preview
             rewards.append(stats.mean_reward)
+            best.offer(stats.best_table, stats.iteration)
             shown = rl_bridge.preview_grid(stats.preview) if stats.preview is not None else None
             reporter.update(stats.iteration, preview=shown, loss=stats.loss, reward=stats.mean_reward)
             if path and stats.val_reward is not None:
                 save_policy(policy, path, iterations=done + stats.iteration)
-    meta = {"provenance": "rl", "guidance": opts["cfg"], "rl_kl_coef": config.kl_coef, "rl_concentration": config.concentration,
-            "rl_iterations_run": len(rewards), "cancelled": reporter.cancelled}  # fmt: skip
-    return best.replace(metadata={**dict(best.metadata), **meta}), rewards, preview
+    return best.write(cancelled=False), rewards, preview
 
 
 class EPDRLTune(io.ComfyNode):
@@ -205,7 +207,8 @@ class EPDRLTune(io.ComfyNode):
             category=CATEGORY,
             description="Tune an EPD table with a reward (RDPO): tables are drawn from a Dirichlet policy around "
             "the start, scored, and the policy learns from the comparison. The model is never trained. "
-            "Cancel keeps the best mean table so far.",
+            "The best mean table so far is kept in models/epd/autosave (at the start, at every new best and on "
+            "Cancel); Cancel then stops the prompt, so load the autosaved table to use it.",
             inputs=rl_inputs(),
             outputs=[
                 table_output(),

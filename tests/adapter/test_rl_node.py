@@ -92,19 +92,26 @@ def test_node_execute_returns_table_rewards_and_preview(model, vae):
     assert table.num_steps == 2 and len(reward_map["loss"]) == 2 and images.shape[-1] == 3
 
 
-def test_cancel_returns_the_best_table_so_far(model, vae, monkeypatch):
-    calls = {"n": 0}
-    real = comfy.model_management.processing_interrupted
+def test_cancel_saves_the_best_mean_table_then_stops_the_prompt(model, vae, models_dir, monkeypatch):
+    from comfyui_epd.epd_core.table_io import load_table
+    from comfyui_epd.nodes import training_bridge
 
-    def interrupted():
-        calls["n"] += 1
-        return calls["n"] >= 6 or real()
+    update = training_bridge.Reporter.update
 
-    monkeypatch.setattr(comfy.model_management, "processing_interrupted", interrupted)
+    def cancel_after_three(self, step, preview=None, **values):
+        update(self, step, preview, **values)
+        if step == 3:
+            comfy.model_management.interrupt_current_processing(True)  # Cancel pressed
+
+    monkeypatch.setattr(training_bridge.Reporter, "update", cancel_after_three)
     positive, negative = conds()
-    table, rewards, _ = run_rl(model, vae, positive, negative, brightness, start_table(), options(iterations=50), None)
-    assert len(rewards) < 50 and table.metadata["cancelled"] is True
-    assert not real(), "the cancel flag is cleared so the rest of the graph still runs"
+    with pytest.raises(comfy.model_management.InterruptProcessingException):
+        run_rl(model, vae, positive, negative, brightness, start_table(), options(iterations=50), None)
+    assert not comfy.model_management.processing_interrupted()
+    (path,) = (models_dir / "epd" / "autosave").glob("epd_rl_tune_*.safetensors")
+    table = load_table(path)
+    assert table.metadata["cancelled"] is True and table.metadata["rl_iterations_run"] == 3
+    assert table.metadata["provenance"] == "rl"
 
 
 def test_bad_inputs_get_clear_errors(model, vae):
