@@ -19,14 +19,21 @@ from typing import Any
 
 import pytest
 from comfy_server import Server, running_server
+from ui_prompt import (
+    FRONTEND_ONLY,
+    has_control,
+    input_specs,
+    spec_options,
+    spec_type,
+    to_api_prompt,
+    widget_inputs,
+    widget_values_by_name,
+)
 
 ROOT = Path(__file__).resolve().parents[2]
 EXAMPLES = sorted((ROOT / "workflows").glob("*.json"))
 TEST_ONLY = sorted(p for p in (Path(__file__).parent / "workflows").glob("*.json") if not p.name.endswith(".api.json"))
 TOY = Path(__file__).parent / "workflows" / "epd_toy_cpu.json"
-WIDGET_TYPES = {"INT", "FLOAT", "STRING", "BOOLEAN", "COMBO"}
-FRONTEND_ONLY = {"Note", "MarkdownNote"}  # virtual nodes: drawn by the frontend, never sent to the server
-CONTROL_VALUES = {"fixed", "increment", "decrement", "randomize"}
 CORE_MODULES = ("nodes", "comfy_extras.")
 PACK_MODULE = "custom_nodes.ComfyUI-EPD"
 MODEL_FILE = re.compile(r"\.(safetensors|sft|ckpt|pt|pth|bin|gguf)$")
@@ -45,38 +52,7 @@ def object_info(server: Server) -> dict[str, Any]:
     return server.get("/object_info")
 
 
-# --- schema helpers (the frontend's rules, comfyui-frontend-package 1.41.21) ---------------------
-
-
-def input_specs(info: dict[str, Any]) -> list[tuple[str, list[Any]]]:
-    """(name, spec) of every input in the frontend's order: input_order.required, then .optional."""
-    sections = info["input"]
-    order = info.get("input_order") or {sec: list(sections.get(sec, {})) for sec in ("required", "optional")}
-    return [(name, sections[sec][name]) for sec in ("required", "optional") for name in order.get(sec, [])]
-
-
-def spec_type(spec: list[Any]) -> str:
-    return "COMBO" if isinstance(spec[0], list) else spec[0]
-
-
-def spec_options(spec: list[Any]) -> dict[str, Any]:
-    return spec[1] if len(spec) > 1 and isinstance(spec[1], dict) else {}
-
-
-def is_widget(spec: list[Any]) -> bool:
-    return spec_type(spec) in WIDGET_TYPES and not spec_options(spec).get("forceInput")
-
-
-def has_control(name: str, spec: list[Any]) -> bool:
-    """The frontend adds a control_after_generate value after seed-like INT and flagged COMBO widgets."""
-    flag = spec_options(spec).get("control_after_generate")
-    if spec_type(spec) == "INT":
-        return bool(flag) or (flag is None and name in ("seed", "noise_seed"))
-    return spec_type(spec) == "COMBO" and bool(flag)
-
-
-def widget_inputs(info: dict[str, Any]) -> list[tuple[str, list[Any]]]:
-    return [(name, spec) for name, spec in input_specs(info) if is_widget(spec)]
+# --- schema checks (the frontend's rules, comfyui-frontend-package 1.41.21) ---------------------
 
 
 def expected_widget_count(info: dict[str, Any]) -> int:
@@ -102,37 +78,6 @@ def check_widget_value(where: str, name: str, spec: list[Any], value: Any) -> No
         assert isinstance(value, (int, float)) and not isinstance(value, bool), f"{where}: {name}={value!r}"
         assert kind != "INT" or float(value).is_integer(), f"{where}: {name}={value!r} is not an integer"
         assert opts.get("min", value) <= value <= opts.get("max", value), f"{where}: {name}={value!r} out of range"
-
-
-def widget_values_by_name(node: dict[str, Any], info: dict[str, Any]) -> dict[str, Any]:
-    """Map widgets_values onto the widget inputs, skipping the control_after_generate values."""
-    values, out = list(node.get("widgets_values") or []), {}
-    for name, spec in widget_inputs(info):
-        out[name] = values.pop(0)
-        if has_control(name, spec):
-            control = values.pop(0)
-            assert control in CONTROL_VALUES, f"node {node['id']}: {name} control value {control!r}"
-    return out
-
-
-# --- the UI -> API converter ---------------------------------------------------------------------
-
-
-def to_api_prompt(workflow: dict[str, Any], object_info: dict[str, Any]) -> dict[str, Any]:
-    """An API prompt for a UI workflow: widget values by schema order, links as [source id, slot]."""
-    links = {link[0]: link for link in workflow["links"]}
-    prompt: dict[str, Any] = {}
-    for node in workflow["nodes"]:
-        if node["type"] in FRONTEND_ONLY:
-            continue
-        assert node.get("mode", 0) == 0, f"node {node['id']} is muted or bypassed; the converter does not handle that"
-        inputs = widget_values_by_name(node, object_info[node["type"]])
-        for entry in node.get("inputs", []):
-            if entry.get("link") is not None:
-                _, source, slot, *_ = links[entry["link"]]
-                inputs[entry["name"]] = [str(source), slot]
-        prompt[str(node["id"])] = {"class_type": node["type"], "inputs": inputs}
-    return prompt
 
 
 # --- tests ---------------------------------------------------------------------------------------
