@@ -14,6 +14,7 @@ ComfyUI internals so the node files do not.
 from __future__ import annotations
 
 import contextlib
+import itertools
 import logging
 import os
 import time
@@ -244,6 +245,20 @@ class Reporter:
         return False
 
 
+def new_autosave_path(stem: str) -> str:
+    """models/epd/autosave/<stem>.safetensors, or <stem>_2, _3, ... : a run never overwrites an earlier one's table."""
+    folder = os.path.join(folders.default_dir(), AUTOSAVE_FOLDER)
+    os.makedirs(folder, exist_ok=True)
+    for n in itertools.count(1):
+        path = os.path.join(folder, stem + (f"_{n}" if n > 1 else "") + ".safetensors")
+        try:
+            with open(path, "x"):  # claim the name atomically; the table replaces the empty file at once
+                return path
+        except FileExistsError:
+            continue
+    raise AssertionError("unreachable")
+
+
 class BestTable:
     """A training node's best table, kept on disk in models/epd/autosave: at the start, at every
     new best and on Cancel, each write atomic. ``keep`` re-raises the interrupt after saving, so
@@ -251,9 +266,9 @@ class BestTable:
     """
 
     def __init__(self, node: str, node_id: str | None, start: EPDParams, describe: Callable[..., dict]) -> None:
-        stamp = time.strftime("%Y%m%d-%H%M%S")
-        stem = f"{node.lower().replace(' ', '_')}_{stamp}_node{node_id or 'x'}"
-        self.path = os.path.join(folders.default_dir(), AUTOSAVE_FOLDER, stem + ".safetensors")
+        self.path = new_autosave_path(
+            f"{node.lower().replace(' ', '_')}_{time.strftime('%Y%m%d-%H%M%S')}_node{node_id or 'x'}"
+        )
         self.node, self.describe = node, describe
         self.table, self.iterations = start, 0
         self.write(cancelled=False)

@@ -16,7 +16,7 @@ from typing import Any
 
 import pytest
 import torch
-from comfy_server import Server, running_server
+from comfy_server import Server, request, running_server
 
 ROOT = Path(__file__).resolve().parents[2]
 VAE_FILE = "taesd_tiny.safetensors"
@@ -148,3 +148,67 @@ def test_rl_rejects_a_bad_policy_file_with_the_node_name(server: Server) -> None
     assert len(errors) == 1 and errors[0]["node_type"] == "EPD_RLTune", result["status"]
     assert errors[0]["exception_message"].startswith("EPD RL Tune: policy_file '../escape'"), errors[0]
     assert not (server.base / "models" / "epd" / "never_saved.safetensors").exists()
+
+
+# --- Cancel at random moments: the best table is on disk every time ------------------------------
+
+TRIALS = 10
+
+
+def autosaved_tables(server: Server) -> set[Path]:
+    return set((server.base / "models" / "epd" / "autosave").glob("*.safetensors"))
+
+
+def interrupt_at_random(server: Server, prompt: dict[str, Any], rng: Any, latest: float) -> tuple[dict, Path]:
+    """Queue ``prompt``, wait until its training node has started (its first autosave appears),
+    POST /interrupt after a random delay in [0, latest] s; returns (history entry, autosave path)."""
+    import time
+
+    before = autosaved_tables(server)
+    status, data = server.queue(prompt)
+    assert status == 200, data
+    deadline = time.monotonic() + 120
+    while not (new := autosaved_tables(server) - before):
+        assert time.monotonic() < deadline, server.log.read_text()[-3000:]
+        time.sleep(0.02)
+    time.sleep(rng.uniform(0.0, latest))
+    assert request(server.url + "/interrupt", {"prompt_id": data["prompt_id"]})[0] == 200
+    (path,) = new
+    return server.wait(data["prompt_id"], timeout=120), path
+
+
+def check_kept(result: dict[str, Any], path: Path, iterations_key: str) -> tuple[bool, int]:
+    """An interrupted prompt left a valid table marked cancelled; a finished one, its final table."""
+    from epd_core.table_io import load_table
+
+    table = load_table(path)  # loads and validates: never a torn or missing file
+    interrupted = any(kind == "execution_interrupted" for kind, _ in result["status"]["messages"])
+    assert interrupted or result["status"]["status_str"] == "success", json.dumps(result["status"])[-2000:]
+    assert table.metadata["cancelled"] is interrupted, table.metadata
+    return interrupted, int(table.metadata[iterations_key])
+
+
+def test_distill_cancelled_at_random_moments_keeps_its_best_table(server: Server) -> None:
+    import random
+
+    rng, outcomes = random.Random(12), []
+    for trial in range(TRIALS):
+        prompt = distill_prompt(f"never_{trial}", learn_sigmas=False)
+        prompt["4"]["inputs"].update(iterations=400, seed=trial, vae=["6", 0])  # the VAE's comfy ops check too
+        prompt["6"] = {"class_type": "VAELoader", "inputs": {"vae_name": VAE_FILE}}
+        result, path = interrupt_at_random(server, prompt, rng, latest=4.0)
+        outcomes.append(check_kept(result, path, "iterations"))
+    assert sum(interrupted for interrupted, _ in outcomes) == TRIALS, outcomes
+    assert len({iterations for _, iterations in outcomes}) > 3, f"the moments were not spread: {outcomes}"
+
+
+def test_rl_cancelled_at_random_moments_keeps_its_best_table(server: Server) -> None:
+    import random
+
+    rng, outcomes = random.Random(21), []
+    for trial in range(TRIALS):
+        prompt = rl_prompt(f"never_rl_{trial}", iterations=400, seed=trial, policy_file="")
+        result, path = interrupt_at_random(server, prompt, rng, latest=4.0)
+        outcomes.append(check_kept(result, path, "rl_iterations_run"))
+    assert sum(interrupted for interrupted, _ in outcomes) == TRIALS, outcomes
+    assert len({iterations for _, iterations in outcomes}) > 3, f"the moments were not spread: {outcomes}"
