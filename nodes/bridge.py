@@ -117,14 +117,27 @@ def _schedule_kwargs(model_sampling: Any, name: str, node: str) -> dict[str, Any
 
 
 def schedule_sigmas(model_patcher: Any, schedule: str, steps: int, end_at_zero: bool, node: str) -> torch.Tensor:
-    """A default EPD grid of ``steps`` steps in the model's sigma space, float32 CPU like ComfyUI's."""
+    """A default EPD grid of ``steps`` steps in the model's sigma space, float32 CPU like ComfyUI's.
+
+    With ``end_at_zero`` the grid ends as ComfyUI's schedulers do, [..., sigma_min, 0] with the
+    model's own sigma_min, which EPD Sampler's tail rule drops: steps=N is N sampler steps on
+    every family. The flow-matching grid is diffusers' N-step grid, whose last sigma already
+    is the final step's start, so the model's sigma_min is appended after it.
+    """
     model_sampling = model_patcher.get_model_object("model_sampling")
     name = auto_schedule(model_sampling) if schedule == "auto" else schedule
     kwargs = _schedule_kwargs(model_sampling, name, node)
+    flow_tail = end_at_zero and name == "flowmatch"
     try:
-        grid = schedules.get_sigmas(name, steps + 1, **kwargs)
+        grid = (
+            schedules.get_sigmas(name, max(steps, 2), **kwargs)[:steps]
+            if flow_tail
+            else schedules.get_sigmas(name, steps + 1, **kwargs)
+        )
     except ValueError as err:
         raise ValueError(f"{node}: {err}") from err
+    if flow_tail:
+        grid = torch.cat([grid, grid.new_tensor([float(model_sampling.sigma_min)])])
     grid = schedules.append_zero(grid) if end_at_zero else grid
     return grid.float()
 

@@ -49,8 +49,10 @@ def test_auto_grid_for_discrete_eps_models():
 
 
 def test_auto_grid_for_flow_models_uses_their_shift():
-    sd3 = sigmas(patcher("ModelSamplingDiscreteFlow", "CONST", shift=3.0), steps=6)
-    assert_close(sd3[:-1].double(), schedules.get_sigmas_flowmatch(7, shift=3.0), atol=1e-6, rtol=0)
+    model = patcher("ModelSamplingDiscreteFlow", "CONST", shift=3.0)
+    sd3 = sigmas(model, steps=6)  # diffusers' 6-step grid, then ComfyUI's [sigma_min, 0] tail
+    assert_close(sd3[:-2].double(), schedules.get_sigmas_flowmatch(6, shift=3.0), atol=1e-6, rtol=0)
+    assert float(sd3[-2]) == pytest.approx(float(model.get_model_object("model_sampling").sigma_min))
     flux = sigmas(patcher("ModelSamplingFlux", "CONST", shift=1.15), steps=6, end_at_zero=False)
     assert_close(flux.double(), schedules.get_sigmas_flowmatch(7, mu=1.15), atol=1e-6, rtol=0)
     assert float(sd3[0]) == pytest.approx(1.0) and len(flux) == 7
