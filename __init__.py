@@ -12,7 +12,10 @@ try:  # feature probe: only inside ComfyUI is there a node API to register with
 except ImportError:  # e.g. pytest importing the repo root as a package while running the core tests
     comfy_entrypoint = None
 else:
-    from .nodes import comfy_entrypoint
+    if __package__:  # ComfyUI (and the adapter tests) import this folder as a package
+        from .nodes import comfy_entrypoint
+    else:  # pytest imports it as a plain module "__init__" when the folder name, e.g. ComfyUI-EPD,
+        comfy_entrypoint = None  # is no identifier: there is no package to import .nodes from
 
 WEB_DIRECTORY = "./web"
 
