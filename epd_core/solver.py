@@ -8,49 +8,58 @@ sampler-function signature so they drop into ``comfy.samplers.KSAMPLER``.
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Any, Literal, NamedTuple
+from typing import Any, NamedTuple, Protocol, TypeAlias
 
 import torch
 
 from .params import EPDParams
+from .plan import plan_run, prepare_sigmas
 from .points import evaluate_points
-from .tables import default_table
+from .vocab import (
+    DEFAULT_FORM,
+    DEFAULT_KIND,
+    DEFAULT_PARALLEL,
+    DEFAULT_TAIL,
+    FORMS,
+    KINDS,
+    PARALLEL_MODES,
+    TAILS,
+    Form,
+    Kind,
+    Parallel,
+    Tail,
+)
 
-Kind = Literal["ve", "flow"]
-Form = Literal["direction", "data"]
-Parallel = Literal["batched", "sequential"]
-Tail = Literal["drop", "stop", "keep"]
+# Kept importable from here for older callers; the definitions live in vocab and plan.
+__all__ = ["DEFAULT_FORM", "FORMS", "KINDS", "TAILS", "Form", "Kind", "Parallel", "Tail", "prepare_sigmas"]
 
-KINDS = ("ve", "flow")
-# Measured in bench/bench_exact.py: the data form stays stable under CFG 7.5 where the
-# paper's direction form and every multistep built-in diverge (README, benchmark table).
-DEFAULT_FORM: Form = "data"
-FORMS = ("direction", "data")
-TAILS = ("drop", "stop", "keep")
+Sigma: TypeAlias = float | torch.Tensor
+"""A noise level: a Python float, or a 0-d tensor when the grid requires grad (see ``advance``)."""
+Callback: TypeAlias = Callable[[dict[str, Any]], None]
+
+
+class Denoiser(Protocol):
+    """The k-diffusion denoiser contract: ``model(x [B, ...], sigma [B], **extra_args) -> D(x) [B, ...]``."""
+
+    def __call__(self, x: torch.Tensor, sigma: torch.Tensor, **extra_args: Any) -> torch.Tensor: ...
+
+
+class StepRow(NamedTuple):
+    """One step's table values (epd-method.md §1.2): [K] for a shared table, [K, B] for one per sample.
+
+    tau: intermediate sigmas; a: time scales; lam_c: weights times direction scales.
+    """
+
+    tau: torch.Tensor
+    a: torch.Tensor
+    lam_c: torch.Tensor
+
 
 # iPNDM / Adams-Bashforth coefficients for orders 1-4 (epd-method.md §2), newest first.
 AB_COEFFS = ((1.0,), (1.5, -0.5), (23 / 12, -16 / 12, 5 / 12), (55 / 24, -59 / 24, 37 / 24, -9 / 24))
 
 
-def prepare_sigmas(sigmas: torch.Tensor, tail: Tail = "drop") -> torch.Tensor:
-    """Handle ComfyUI's ``[..., sigma_min, 0]`` tail without wasting two rounds on it.
-
-    drop: remove the penultimate sigma, so the last EPD step lands on 0 directly
-    (what ComfyUI does for dpm_2 and uni_pc). stop: end at sigma_min. keep: as given.
-    Only the caller knows whether a grid still has that tail (the ComfyUI bridge
-    compares the penultimate sigma with the model's sigma_min), so the samplers
-    default to keep.
-    """
-    if tail not in TAILS:
-        raise ValueError(f"tail={tail!r} is not one of {TAILS}")
-    if tail == "keep" or len(sigmas) < 3 or float(sigmas[-1]) != 0.0:
-        return sigmas
-    if tail == "drop":
-        return torch.cat([sigmas[:-2], sigmas[-1:]])
-    return sigmas[:-1]
-
-
-def afs_denoised(x: torch.Tensor, sigma: float, kind: Kind) -> torch.Tensor:
+def afs_denoised(x: torch.Tensor, sigma: Sigma, kind: Kind) -> torch.Tensor:
     """Analytical first step (epd-method.md §1.2): D(x, sigma_max) ~ E[x0] ~ 0.
 
     VE: d = x / sqrt(1 + sigma^2) as upstream, so D = x - sigma d. Flow: D = 0 (d = x / sigma).
@@ -67,8 +76,8 @@ def per_sample(value: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
 
 def combine(
     x: torch.Tensor,
-    sigma: float,
-    sigma_next: float,
+    sigma: Sigma,
+    sigma_next: Sigma,
     x_hats: list[torch.Tensor],
     denoised: list[torch.Tensor],
     tau: torch.Tensor,
@@ -90,81 +99,51 @@ def combine(
 
 
 def epd_step(
-    model: Callable[..., torch.Tensor],
+    model: Denoiser,
     x: torch.Tensor,
-    sigma: float,
-    sigma_next: float,
+    sigma: Sigma,
+    sigma_next: Sigma,
     d_jump: torch.Tensor,
-    row: dict[str, torch.Tensor],
+    row: StepRow,
     extra_args: dict[str, Any],
     *,
     form: Form = DEFAULT_FORM,
-    parallel: Parallel = "batched",
+    parallel: Parallel = DEFAULT_PARALLEL,
     chunk_size: int = 0,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """One EPD step sigma -> sigma_next (epd-method.md §1.2), differentiable in ``row``.
 
-    row: tensors of shape [K] for ``tau`` (intermediate sigmas), ``a`` (time scale) and
-    ``lam_c`` (weights times direction scale), or [K, B] to give every sample its own
-    table (RL rollouts). d_jump: the direction that carries x to the intermediate points
+    row: ``StepRow`` tensors of shape [K], or [K, B] to give every sample its own table
+    (RL rollouts). d_jump: the direction that carries x to the intermediate points
     (Euler's d_n for EPD, an Adams-Bashforth mix for the plugin).
     """
-    tau = row["tau"].to(x.device)
+    tau = row.tau.to(x.device)
     x_hats = [x + per_sample(t.to(x.dtype) - sigma, x) * d_jump for t in tau]
-    sigma_eval = (row["a"].to(x.device) * tau).to(x.dtype)
+    sigma_eval = (row.a.to(x.device) * tau).to(x.dtype)
     denoised = evaluate_points(model, x_hats, sigma_eval, extra_args, parallel, chunk_size)
-    lam_c = row["lam_c"].to(x.device, x.dtype)
+    lam_c = row.lam_c.to(x.device, x.dtype)
     return combine(x, sigma, sigma_next, x_hats, denoised, tau.to(x.dtype), lam_c, form)
 
 
-def table_rows(params: EPDParams) -> list[dict[str, torch.Tensor]]:
-    """Per-step rows {tau, a, lam_c} of a table, computed once in float64."""
+def table_rows(params: EPDParams) -> list[StepRow]:
+    """Per-step rows (tau, a, lam_c) [K] of a table, computed once in float64."""
     tau, a, lam_c = params.tau(), params.a, params.lam * params.c
-    return [{"tau": tau[n], "a": a[n], "lam_c": lam_c[n]} for n in range(params.num_steps)]
-
-
-def resolve_table(
-    sigmas: torch.Tensor, params: EPDParams | None, num_points: int, form: Form, afs: bool | None
-) -> tuple[EPDParams, bool]:
-    """The table to sample with and whether AFS is on.
-
-    A table's positions are fractions of each step, so a table with the right step count
-    is applied to the sigmas actually given (re-based when its own grid differs).
-    """
-    steps = len(sigmas) - 1
-    grid = sigmas.detach().double().cpu()
-    if params is None:
-        params = default_table(grid, num_points, form=form)
-    elif params.num_steps != steps:
-        raise ValueError(
-            f"EPD table has {params.num_steps} steps but the sigmas give {steps}; "
-            "feed the sampler the table's own grid (EPD Sigmas node) or use a table made for this step count"
-        )
-    elif not torch.equal(params.sigmas, grid):
-        params = params.replace(sigmas=grid)
-    return params, params.afs if afs is None else bool(afs)
+    return [StepRow(tau[n], a[n], lam_c[n]) for n in range(params.num_steps)]
 
 
 def _check_options(kind: str, form: str, parallel: str) -> None:
     for name, value, allowed in (
         ("kind", kind, KINDS),
         ("form", form, FORMS),
-        ("parallel", parallel, ("batched", "sequential")),
+        ("parallel", parallel, PARALLEL_MODES),
     ):
         if value not in allowed:
             raise ValueError(f"{name}={value!r} is not one of {allowed}")
 
 
-def _report(callback: Callable | None, i: int, x: torch.Tensor, sigma: float, denoised: torch.Tensor) -> None:
+def _report(callback: Callback | None, i: int, x: torch.Tensor, sigma: float, denoised: torch.Tensor) -> None:
     if callback is not None:
         callback({"x": x, "i": i, "sigma": sigma, "sigma_hat": sigma, "denoised": denoised})
-
-
-def _sigmas_for(sigmas: torch.Tensor, params: EPDParams | None, tail: Tail) -> torch.Tensor:
-    """A table's own grid is used as given; any other grid gets the tail rule."""
-    if params is not None and len(sigmas) - 1 == params.num_steps:
-        return sigmas
-    return prepare_sigmas(sigmas, tail)
 
 
 def adams_bashforth(d: torch.Tensor, history: list[torch.Tensor], max_order: int) -> torch.Tensor:
@@ -180,28 +159,38 @@ def adams_bashforth(d: torch.Tensor, history: list[torch.Tensor], max_order: int
 class StepConfig(NamedTuple):
     """How each step runs; shared by sampling and distillation so they cannot drift apart."""
 
-    kind: Kind = "ve"
+    kind: Kind = DEFAULT_KIND
     form: Form = DEFAULT_FORM
     afs: bool = False
-    max_order: int = 1
-    parallel: Parallel = "batched"
-    chunk_size: int = 0
+    max_order: int = 1  # 1: EPD-Solver's Euler jump; 2-4: EPD-Plugin's Adams-Bashforth order
+    parallel: Parallel = DEFAULT_PARALLEL
+    chunk_size: int = 0  # points per model call in batched mode; 0 = all K at once
 
 
 def advance(
-    model: Callable[..., torch.Tensor],
+    model: Denoiser,
     x: torch.Tensor,
     n: int,
     sigmas: torch.Tensor,
-    row: dict[str, torch.Tensor],
+    row: StepRow,
     history: list[torch.Tensor],
     extra_args: dict[str, Any],
     config: StepConfig,
 ) -> tuple[torch.Tensor, torch.Tensor, list[torch.Tensor]]:
-    """Step n of the EPD loop: anchor, jump direction, K points; returns (x_next, D_bar, history)."""
-    # A grid that requires grad (distillation with learned sigmas) stays a tensor so the
-    # gradient reaches it through every use; otherwise plain floats, as ComfyUI passes them.
-    sigma, sigma_next = (sigmas[n], sigmas[n + 1]) if sigmas.requires_grad else (float(sigmas[n]), float(sigmas[n + 1]))
+    """Step n of the EPD loop: anchor, jump direction, K points; returns (x_next, D_bar, history).
+
+    The step's sigmas are one type, ``Sigma``: Python floats, as ComfyUI passes them (so the
+    arithmetic with x is the same as k-diffusion's), except when ``sigmas`` requires grad
+    (distillation with learned sigmas). Then they stay 0-d tensors, because ``float()``
+    would cut the graph and the gradient could not reach the grid through x_hat, tau and
+    the final combination.
+    """
+    sigma: Sigma
+    sigma_next: Sigma
+    if sigmas.requires_grad:
+        sigma, sigma_next = sigmas[n], sigmas[n + 1]
+    else:
+        sigma, sigma_next = float(sigmas[n]), float(sigmas[n + 1])
     if n == 0 and config.afs:
         denoised = afs_denoised(x, sigma, config.kind)
     else:
@@ -217,44 +206,44 @@ def advance(
 
 
 def run_epd(
-    model: Callable[..., torch.Tensor],
+    model: Denoiser,
     x: torch.Tensor,
     sigmas: torch.Tensor,
     extra_args: dict[str, Any] | None = None,
-    callback: Callable | None = None,
+    callback: Callback | None = None,
     *,
     params: EPDParams | None = None,
     num_points: int = 2,
-    kind: Kind = "ve",
+    kind: Kind = DEFAULT_KIND,
     form: Form = DEFAULT_FORM,
-    parallel: Parallel = "batched",
+    parallel: Parallel = DEFAULT_PARALLEL,
     chunk_size: int = 0,
     afs: bool | None = None,
-    tail: Tail = "keep",
+    tail: Tail = DEFAULT_TAIL,
     max_order: int = 1,
 ) -> torch.Tensor:
-    """The shared EPD loop; max_order > 1 is the iPNDM plugin. Not decorated, so
-    distillation can differentiate through it."""
+    """The shared EPD loop on ``plan_run``'s grid and table; max_order > 1 is the iPNDM plugin.
+
+    Not decorated, so distillation can differentiate through it. x: [B, ...]; sigmas: [N].
+    """
     _check_options(kind, form, parallel)
     if not 1 <= max_order <= 4:
         raise ValueError(f"max_order={max_order} must be between 1 and 4")
-    extra_args = {} if extra_args is None else extra_args
-    sigmas = _sigmas_for(sigmas, params, tail)
-    params, use_afs = resolve_table(sigmas, params, num_points, form, afs)
-    config = StepConfig(kind, form, use_afs, max_order, parallel, chunk_size)
-    return run_rows(model, x, sigmas, table_rows(params), config, extra_args, callback)
+    plan = plan_run(sigmas, params, num_points=num_points, form=form, tail=tail, afs=afs)
+    config = StepConfig(kind, form, plan.afs, max_order, parallel, chunk_size)
+    return run_rows(model, x, plan.sigmas, table_rows(plan.params), config, extra_args, callback)
 
 
 def run_rows(
-    model: Callable[..., torch.Tensor],
+    model: Denoiser,
     x: torch.Tensor,
     sigmas: torch.Tensor,
-    rows: list[dict[str, torch.Tensor]],
+    rows: list[StepRow],
     config: StepConfig,
     extra_args: dict[str, Any] | None = None,
-    callback: Callable | None = None,
+    callback: Callback | None = None,
 ) -> torch.Tensor:
-    """The EPD loop over precomputed rows (``table_rows``, or per-sample rows [K, B])."""
+    """The EPD loop over precomputed rows (``table_rows``, or per-sample rows [K, B] from epd_core.rl)."""
     if len(rows) != len(sigmas) - 1:
         raise ValueError(f"{len(rows)} table rows for {len(sigmas) - 1} steps; give one row per step")
     extra_args = {} if extra_args is None else extra_args
@@ -266,25 +255,67 @@ def run_rows(
 
 
 @torch.no_grad()
-def sample_epd(model, x, sigmas, extra_args=None, callback=None, disable=None, **options: Any) -> torch.Tensor:
+def sample_epd(
+    model: Denoiser,
+    x: torch.Tensor,
+    sigmas: torch.Tensor,
+    extra_args: dict[str, Any] | None = None,
+    callback: Callback | None = None,
+    disable: bool | None = None,
+    *,
+    params: EPDParams | None = None,
+    num_points: int = 2,
+    kind: Kind = DEFAULT_KIND,
+    form: Form = DEFAULT_FORM,
+    parallel: Parallel = DEFAULT_PARALLEL,
+    chunk_size: int = 0,
+    afs: bool | None = None,
+    tail: Tail = DEFAULT_TAIL,
+) -> torch.Tensor:
     """EPD-Solver, Zhu et al. (ICCV 2025), epd-method.md §1.2.
 
     Each step makes two sequential model rounds: the anchor D(x_n, sigma_n) (skipped by
     AFS on the first step) and one batched call over the K intermediate points.
-    Options are those of ``run_epd``; ``disable`` is accepted for signature
-    compatibility, progress goes through ``callback``.
+
+    params: the table (None: ``default_table`` with K = num_points for ``form``); kind: the
+    model kind; form: how the K points combine; parallel / chunk_size: how they are
+    evaluated; afs: None follows the table; tail: the rule for a ``[..., sigma_min, 0]``
+    end (``plan.prepare_sigmas``). ``disable`` is accepted for signature compatibility;
+    progress goes through ``callback``.
     """
-    if "max_order" in options:
-        raise TypeError("sample_epd takes no max_order; use sample_epd_plugin")
-    return run_epd(model, x, sigmas, extra_args, callback, **options)
+    return run_epd(
+        model, x, sigmas, extra_args, callback,
+        params=params, num_points=num_points, kind=kind, form=form,
+        parallel=parallel, chunk_size=chunk_size, afs=afs, tail=tail,
+    )  # fmt: skip
 
 
 @torch.no_grad()
 def sample_epd_plugin(
-    model, x, sigmas, extra_args=None, callback=None, disable=None, *, max_order: int = 3, **options: Any
+    model: Denoiser,
+    x: torch.Tensor,
+    sigmas: torch.Tensor,
+    extra_args: dict[str, Any] | None = None,
+    callback: Callback | None = None,
+    disable: bool | None = None,
+    *,
+    max_order: int = 3,
+    params: EPDParams | None = None,
+    num_points: int = 2,
+    kind: Kind = DEFAULT_KIND,
+    form: Form = DEFAULT_FORM,
+    parallel: Parallel = DEFAULT_PARALLEL,
+    chunk_size: int = 0,
+    afs: bool | None = None,
+    tail: Tail = DEFAULT_TAIL,
 ) -> torch.Tensor:
     """EPD-Plugin on iPNDM (epd-method.md §2): Adams-Bashforth jumps to the K points.
 
-    The history holds the anchor directions d_n only, as upstream does.
+    max_order: the Adams-Bashforth order, 1-4. The history holds the anchor directions
+    d_n only, as upstream does. Other options as ``sample_epd``.
     """
-    return run_epd(model, x, sigmas, extra_args, callback, max_order=max_order, **options)
+    return run_epd(
+        model, x, sigmas, extra_args, callback,
+        params=params, num_points=num_points, kind=kind, form=form, parallel=parallel,
+        chunk_size=chunk_size, afs=afs, tail=tail, max_order=max_order,
+    )  # fmt: skip

@@ -13,15 +13,16 @@ error. "auto" picks uniform for the data form and Gauss-Legendre for the directi
 from __future__ import annotations
 
 import math
-from typing import Literal
 
 import numpy as np
 import torch
 
 from .params import EPDParams
+from .vocab import DEFAULT_TABLE_FORM, TABLE_KIND_CHOICES, Form, TableKindChoice
 
-TableKind = Literal["auto", "uniform", "gauss_legendre"]
-TABLE_KINDS = ("auto", "uniform", "gauss_legendre")
+# Older names, kept importable: the definitions live in vocab ("auto" picks by form).
+TableKind = TableKindChoice
+TABLE_KINDS = TABLE_KIND_CHOICES
 COLD_START_SPREAD = 0.33  # upstream fake_train: r = 0.5 -/+ 0.165 for K = 2
 
 
@@ -31,7 +32,7 @@ def uniform_positions(num_points: int) -> np.ndarray:
     return 0.5 + COLD_START_SPREAD * ((2 * k + 1) / num_points - 1)
 
 
-def gauss_legendre_row(sigma: float, sigma_next: float, num_points: int, form: str) -> tuple[np.ndarray, np.ndarray]:
+def gauss_legendre_row(sigma: float, sigma_next: float, num_points: int, form: Form) -> tuple[np.ndarray, np.ndarray]:
     """Positions r and weights lam [K] of the Gauss-Legendre rule for one step."""
     nodes, weights = np.polynomial.legendre.leggauss(num_points)
     xi, lam = (nodes + 1) / 2, weights / 2
@@ -47,14 +48,14 @@ def gauss_legendre_row(sigma: float, sigma_next: float, num_points: int, form: s
 def default_table(
     sigmas: torch.Tensor,
     num_points: int = 2,
-    kind: TableKind = "auto",
+    kind: TableKindChoice = "auto",
     *,
-    form: str = "data",
+    form: Form = DEFAULT_TABLE_FORM,
     afs: bool = False,
 ) -> EPDParams:
     """A training-free table for ``sigmas`` [N] with K = num_points."""
-    if kind not in TABLE_KINDS:
-        raise ValueError(f"default table kind={kind!r} is not one of {TABLE_KINDS}")
+    if kind not in TABLE_KIND_CHOICES:
+        raise ValueError(f"default table kind={kind!r} is not one of {TABLE_KIND_CHOICES}")
     if num_points < 1:
         raise ValueError(f"num_points={num_points} must be at least 1")
     if kind == "auto":

@@ -19,6 +19,7 @@ from torch import nn
 from torch.distributions import Dirichlet, LogNormal, Normal, kl_divergence
 
 from ..params import EPDParams, interp_sigma
+from ..solver import StepRow
 
 _F64 = torch.float64
 # Smallest base concentration: a segment or weight of 0 in a table would give alpha = 0,
@@ -49,14 +50,14 @@ class TableDraw:
         """r [B, S, K]: cumulative sums of the first K segments."""
         return self.segments.cumsum(-1)[..., :-1].clamp(SEGMENT_FLOOR, 1 - SEGMENT_FLOOR)
 
-    def rows(self, sigmas: torch.Tensor) -> list[dict[str, torch.Tensor]]:
+    def rows(self, sigmas: torch.Tensor) -> list[StepRow]:
         """Per-step solver rows with a table per sample: tau, a, lam_c of shape [K, B] (solver.run_rows)."""
         sigmas = sigmas.to(_F64)
         tau = interp_sigma(sigmas[:-1, None], sigmas[1:, None], self.positions)  # [B, S, K]
         ones = torch.ones_like(tau)
         c, a = (ones, ones) if self.scales is None else (self.scales[..., 0], self.scales[..., 1])
         lam_c = self.weights * c
-        return [{"tau": tau[:, n].T, "a": a[:, n].T, "lam_c": lam_c[:, n].T} for n in range(tau.shape[1])]
+        return [StepRow(tau[:, n].T, a[:, n].T, lam_c[:, n].T) for n in range(tau.shape[1])]
 
 
 class ResidualBlock(nn.Module):

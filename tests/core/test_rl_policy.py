@@ -68,7 +68,7 @@ def test_samples_are_valid_ordered_tables_and_deterministic_per_seed() -> None:
     again = policy.sample(64, seed=7)
     assert torch.equal(again.segments, draw.segments) and torch.equal(again.scales, draw.scales)
     rows = draw.rows(policy.sigmas)
-    assert len(rows) == 4 and rows[0]["tau"].shape == (3, 64)
+    assert len(rows) == 4 and rows[0].tau.shape == (3, 64)
 
 
 def test_spread_shrinks_with_the_concentration() -> None:

@@ -1,0 +1,159 @@
+"""What an EPD run steps on: tail, grid, table fit, form and AFS, decided once (comfyui-integration.md §1.6, §9).
+
+``plan_run`` is the one place that makes these decisions. The samplers call it; an
+adapter calls it with what it reads from its host (ComfyUI: the model's sigma_min and
+sigma_max, the guider's cfg) and nothing else, then samples on the plan with
+``solver.run_rows`` or ``sample_epd(..., tail="keep")``.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import NamedTuple
+
+import torch
+
+from .params import EPDParams
+from .schedules import drop_penultimate
+from .tables import default_table
+from .vocab import (
+    AUTO,
+    DEFAULT_FORM,
+    DEFAULT_TAIL,
+    FORM_CHOICES,
+    FORMS,
+    TAIL_CHOICES,
+    TAILS,
+    Form,
+    FormChoice,
+    Tail,
+    TailChoice,
+)
+
+GRID_RTOL = 1e-4  # a float64 table grid seen through float32 sigmas still "matches" its table
+SIGMA_MIN_RTOL = 1e-2  # a penultimate sigma within 1 % of the model's sigma_min is ComfyUI's tail
+CFG_DIRECTION_MAX = 1.0  # measured: the direction form wins at cfg 1 and can diverge above
+AFS_REL_TOL = 1e-3  # a first sigma within 0.1 % of sigma_max counts as a pure-noise start
+
+
+class RunPlan(NamedTuple):
+    """The decisions of ``plan_run``; the last three fields let an adapter say what it did."""
+
+    sigmas: torch.Tensor  # [S + 1], the grid stepped on, same dtype/device/autograd as given
+    params: EPDParams  # the table on that grid (the default table when none was given)
+    form: Form
+    afs: bool
+    tail: Tail  # the tail rule applied ("keep" when a table's own step count was given)
+    rebased: bool  # a given table's grid differs from the run grid beyond GRID_RTOL
+    grid_diff: float  # max |table grid - run grid|, 0.0 without a given table
+    afs_skipped: bool  # AFS was asked for but the grid starts below sigma_max (img2img)
+
+
+def prepare_sigmas(sigmas: torch.Tensor, tail: Tail = "drop") -> torch.Tensor:
+    """Handle ComfyUI's ``[..., sigma_min, 0]`` tail without wasting two rounds on it.
+
+    drop: remove the penultimate sigma, so the last EPD step lands on 0 directly
+    (what ComfyUI does for dpm_2 and uni_pc). stop: end at sigma_min. keep: as given.
+    A grid that does not end in 0, or has fewer than 3 sigmas, is returned as given.
+    """
+    if tail not in TAILS:
+        raise ValueError(f"tail={tail!r} is not one of {TAILS}")
+    if tail == "keep" or len(sigmas) < 3 or float(sigmas[-1]) != 0.0:
+        return sigmas
+    return drop_penultimate(sigmas) if tail == "drop" else sigmas[:-1]
+
+
+def resolve_tail(tail: TailChoice, sigmas: torch.Tensor, sigma_min: float | None) -> Tail:
+    """auto: drop when the grid ends [..., sigma_min, 0] with the model's own sigma_min, else keep.
+
+    Without a model (``sigma_min`` None, e.g. EPD Default Table) auto drops whenever the grid ends in 0.
+    """
+    if tail not in TAIL_CHOICES:
+        raise ValueError(f"tail={tail!r} is not one of {TAIL_CHOICES}")
+    if tail != AUTO:
+        return tail
+    if len(sigmas) < 3 or float(sigmas[-1]) != 0.0:
+        return "keep"
+    if sigma_min is None or math.isclose(float(sigmas[-2]), sigma_min, rel_tol=SIGMA_MIN_RTOL):
+        return "drop"
+    return "keep"
+
+
+def resolve_form(form: FormChoice, params: EPDParams | None, cfg: float | None) -> Form:
+    """auto: the table's recorded form, else direction at cfg <= 1 and data with guidance (or unknown cfg)."""
+    if form not in FORM_CHOICES:
+        raise ValueError(f"form={form!r} is not one of {FORM_CHOICES}")
+    if form != AUTO:
+        return form
+    recorded = params.metadata.get("form") if params is not None else None
+    if recorded in FORMS:
+        return recorded
+    return "direction" if cfg is not None and cfg <= CFG_DIRECTION_MAX else "data"
+
+
+def run_grid(sigmas: torch.Tensor, params: EPDParams | None, tail: Tail) -> tuple[torch.Tensor, Tail]:
+    """The grid the engine steps on: a table's own step count as given, otherwise the tail rule."""
+    if params is not None and len(sigmas) - 1 == params.num_steps:
+        tail = "keep"
+    grid = prepare_sigmas(sigmas, tail)
+    if len(grid) < 2 or not bool((grid[1:] < grid[:-1]).all()):
+        values = [round(float(s), 4) for s in grid]
+        raise ValueError(
+            f"the sigmas must strictly decrease, got {values}; "
+            "use a schedule without repeated sigmas (e.g. EPD Sigmas or karras)."
+        )
+    return grid, tail
+
+
+def fit_table(params: EPDParams, grid: torch.Tensor, tail: Tail) -> tuple[EPDParams, float, bool]:
+    """A table applied to ``grid`` [S + 1]; returns (table, max |grid difference|, rebased).
+
+    A table's positions are fractions of each step, so it is re-based onto the grid given
+    (exactly, as float64); ``rebased`` says the grids differ beyond float32 round-off
+    (GRID_RTOL), which an adapter reports. The step count must match.
+    """
+    steps = len(grid) - 1
+    if params.num_steps != steps:
+        raise ValueError(
+            f"EPD table has {params.num_steps} steps but the sigmas give {steps} (tail={tail!r}); "
+            "feed the sampler the table's own grid with EPD Sigmas, or use a table made for this step count."
+        )
+    run = grid.detach().double().cpu()
+    if torch.equal(params.sigmas, run):
+        return params, 0.0, False
+    diff = float((run - params.sigmas).abs().max())
+    rebased = not torch.allclose(run, params.sigmas, rtol=GRID_RTOL, atol=1e-7)
+    try:
+        return params.replace(sigmas=run), diff, rebased
+    except ValueError as err:
+        raise ValueError(f"cannot apply the table to these sigmas: {err}") from err
+
+
+def plan_run(
+    sigmas: torch.Tensor,
+    params: EPDParams | None = None,
+    *,
+    num_points: int = 2,
+    form: FormChoice = DEFAULT_FORM,
+    tail: TailChoice = DEFAULT_TAIL,
+    afs: bool | None = None,
+    sigma_min: float | None = None,
+    sigma_max: float | None = None,
+    cfg: float | None = None,
+) -> RunPlan:
+    """Decide tail, grid, table, form and AFS for one run on ``sigmas`` [N].
+
+    form, tail: engine values or "auto" (resolve_form, resolve_tail). afs: None follows the
+    table's flag. sigma_min, sigma_max, cfg: what the host knows about the model and guider
+    (None when unknown); with sigma_max, AFS is skipped unless the grid starts at pure noise.
+    """
+    grid, tail_rule = run_grid(sigmas, params, resolve_tail(tail, sigmas, sigma_min))
+    grid_diff, rebased = 0.0, False
+    if params is not None:
+        params, grid_diff, rebased = fit_table(params, grid, tail_rule)
+    form_used = resolve_form(form, params, cfg)
+    if params is None:
+        params = default_table(grid, num_points, form=form_used)
+    wanted = params.afs if afs is None else bool(afs)
+    skipped = wanted and sigma_max is not None and float(grid[0]) < sigma_max * (1.0 - AFS_REL_TOL)
+    return RunPlan(grid, params, form_used, wanted and not skipped, tail_rule, rebased, grid_diff, skipped)
