@@ -284,7 +284,10 @@ def _scale_logits(name: str, values: Any, s: float, shape: torch.Size) -> torch.
             f"{name} must lie strictly inside (1 - s, 1 + s) = ({1 - s:g}, {1 + s:g}), got min {t.min().item()!r}, "
             f"max {t.max().item()!r}; widen the scale range or clip the values."
         )
-    logits = logits_from_scales(t, s)
+    try:
+        logits = logits_from_scales(t, s)
+    except ValueError as err:
+        raise ValueError(f"{name}: {err}") from err
     if not bool(torch.isfinite(logits).all()):
         raise ValueError(f"{name} is too close to the edge of its range (1 - s, 1 + s) to be stored as a finite logit.")
     return logits

@@ -192,10 +192,10 @@ def _bad_cases(p: EPDParams) -> list[tuple[dict[str, torch.Tensor], dict[str, st
         (_values(p), _header(p, num_points="2"), r"array 'r' has shape \(4, 3\), but the header says"),
         (_values(p, sigmas=p.sigmas[:-1]), _header(p), r"sigmas has shape \(4,\), expected \(5,\)"),
         (_values(p, a=nan_a), _header(p), r"array 'a' contains nan or inf"),
-        (_values(p, r=r_bad), _header(p), r"r must lie in \(0, 1\).*max 1\.0"),
-        (_values(p, lam=lam_bad), _header(p), r"lam must be > 0 with rows summing to 1"),
-        (_values(p, c=c_bad), _header(p), r"c must lie in \(1 - s, 1 \+ s\) with s = 0\.05"),
-        (_values(p), _header(p, scale_time="0.0"), r"a must lie in .*exactly 1 when s = 0"),
+        (_values(p, r=r_bad), _header(p), r"r must lie strictly inside \(0, 1\).*max 1\.0"),
+        (_values(p, lam=lam_bad), _header(p), r"each lam row must sum to 1"),
+        (_values(p, c=c_bad), _header(p), r"c must lie strictly inside \(1 - s, 1 \+ s\) = \(0\.95, 1\.05\)"),
+        (_values(p), _header(p, scale_time="0.0"), r"a: scale values must all be 1 when the scale range s is 0"),
         (_values(p, sigmas=p.sigmas.flip(0)), _header(p), r"sigmas must be strictly descending"),
     ]
 
