@@ -1,9 +1,12 @@
-"""A dependency-free grayscale PNG writer for the demo grid."""
+"""Grayscale PNGs for the demo and benchmark grids, encoded by Pillow (the ``demo``/``bench`` extras).
+
+Pillow is imported when a PNG is written, so ``import epd_core`` keeps needing only torch,
+numpy and safetensors (style.md §2); ComfyUI itself already ships Pillow.
+"""
 
 from __future__ import annotations
 
-import struct
-import zlib
+import io
 from pathlib import Path
 
 import numpy as np
@@ -11,18 +14,14 @@ import numpy as np
 from .atomic import atomic_write
 
 
-def _chunk(kind: bytes, data: bytes) -> bytes:
-    return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data) & 0xFFFFFFFF)
-
-
 def encode_png(gray: np.ndarray) -> bytes:
     """8-bit grayscale PNG bytes of an [H, W] array of values in [0, 1]."""
+    from PIL import Image  # noqa: PLC0415 (optional extra, see the module docstring)
+
     pixels = (np.clip(gray, 0.0, 1.0) * 255 + 0.5).astype(np.uint8)
-    rows = b"".join(b"\x00" + row.tobytes() for row in pixels)  # filter type 0 on every row
-    header = struct.pack(">IIBBBBB", pixels.shape[1], pixels.shape[0], 8, 0, 0, 0, 0)
-    return (
-        b"\x89PNG\r\n\x1a\n" + _chunk(b"IHDR", header) + _chunk(b"IDAT", zlib.compress(rows, 9)) + _chunk(b"IEND", b"")
-    )
+    buffer = io.BytesIO()
+    Image.fromarray(pixels).save(buffer, format="PNG", optimize=True)  # uint8 [H, W] is mode "L"
+    return buffer.getvalue()
 
 
 def write_png(path: str | Path, gray: np.ndarray) -> None:
