@@ -32,6 +32,7 @@ import numpy as np
 import torch
 
 from bench.exact_setup import comfy_modules
+from epd_core.baselines import run_heun
 from epd_core.table_io import load_table, save_table
 
 from . import data, metrics
@@ -50,7 +51,7 @@ from .rows import (
     start_table,
     teacher_pool,
 )
-from .sample import karras_sigmas, sample_heun
+from .sample import karras_sigmas
 from .unet import DEFAULT_WEIGHTS, load_denoiser
 
 log = logging.getLogger(__name__)
@@ -72,7 +73,7 @@ def reference(model: LabelledModel, x: torch.Tensor, path: Path) -> torch.Tensor
     """Heun-50 (99 rounds) on x, cached at ``path`` (keyed by the noise's shape and seed)."""
     if path.is_file():
         return torch.from_numpy(np.load(path))
-    out, _ = sample_rows(lambda m, part: sample_heun(m, part, karras_sigmas(50)), model, x)
+    out, _ = sample_rows(lambda m, part: run_heun(m, part, karras_sigmas(50)), model, x)
     path.parent.mkdir(parents=True, exist_ok=True)
     np.save(path, out.numpy())
     return out

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import json
 import os
-import tempfile
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -17,6 +16,8 @@ from typing import Any
 import torch
 from safetensors import SafetensorError, safe_open
 from safetensors.torch import save as _st_save
+
+from epd_core.atomic import atomic_write
 
 FORMAT_VERSION = "1"
 
@@ -29,7 +30,7 @@ def save_module(
     info: Mapping[str, Any],
     dtype: torch.dtype = torch.float32,
 ) -> Path:
-    """Write ``module``'s floating-point state as ``dtype`` atomically (temp file, then os.replace)."""
+    """Write ``module``'s floating-point state as ``dtype`` atomically (epd_core.atomic.atomic_write)."""
     path = Path(path)
     tensors = {}
     for name, value in module.state_dict().items():
@@ -37,16 +38,7 @@ def save_module(
         tensors[name] = (value.to(dtype) if value.is_floating_point() else value).contiguous()
     meta = {"format": fmt, "format_version": FORMAT_VERSION, "config": json.dumps(dict(config), sort_keys=True)}
     meta |= {key: json.dumps(value) for key, value in info.items()}
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(_st_save(tensors, metadata=meta))
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return path
+    return atomic_write(path, _st_save(tensors, metadata=meta))
 
 
 def read_checkpoint(

@@ -1,4 +1,4 @@
-"""Reference sampling for the Fashion-MNIST fixture: EDM's deterministic Heun sampler and a PNG grid.
+"""Reference sampling for the Fashion-MNIST fixture: the engine's deterministic Heun sampler and a PNG grid.
 
 ``python -m bench.fmnist.sample --steps 50 --n 100 --out bench/out/fmnist_heun50.png``
 """
@@ -12,29 +12,16 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from epd_core.baselines import run_heun
 from epd_core.png import write_png
+from epd_core.schedules import append_zero, get_sigmas_polynomial
 
 from .unet import DEFAULT_WEIGHTS, guided, load_denoiser
 
 
 def karras_sigmas(n: int, sigma_min: float = 0.002, sigma_max: float = 80.0, rho: float = 7.0) -> torch.Tensor:
     """Karras et al. (2022) eq. 5: n sigmas from sigma_max to sigma_min, then 0; float64 [n + 1]."""
-    ramp = torch.linspace(0, 1, n, dtype=torch.float64)
-    sigmas = (sigma_max ** (1 / rho) + ramp * (sigma_min ** (1 / rho) - sigma_max ** (1 / rho))) ** rho
-    return torch.cat([sigmas, sigmas.new_zeros(1)])
-
-
-@torch.no_grad()
-def sample_heun(model: Callable[..., torch.Tensor], x: torch.Tensor, sigmas: torch.Tensor) -> torch.Tensor:
-    """Karras et al. (2022) Algorithm 1 without churn: Heun steps, Euler on the last step to 0."""
-    for sigma, sigma_next in zip(sigmas[:-1].tolist(), sigmas[1:].tolist()):
-        d_cur = (x - model(x, sigma)) / sigma
-        x_next = x + (sigma_next - sigma) * d_cur
-        if sigma_next > 0:
-            d_prime = (x_next - model(x_next, sigma_next)) / sigma_next
-            x_next = x + (sigma_next - sigma) * (0.5 * d_cur + 0.5 * d_prime)
-        x = x_next
-    return x
+    return append_zero(get_sigmas_polynomial(n, sigma_min, sigma_max, rho))
 
 
 def generate(
@@ -55,7 +42,8 @@ def generate(
     out = []
     for start in range(0, n, batch):
         model = guided(denoiser, labels[start : start + batch], cfg)
-        out.append(sample_heun(model, noise[start : start + batch] * sigmas[0], sigmas).float())
+        with torch.no_grad():
+            out.append(run_heun(model, noise[start : start + batch] * sigmas[0], sigmas).float())
     return torch.cat(out).clamp(-1, 1), labels
 
 
