@@ -1,7 +1,9 @@
-"""ComfyUI adapter of ComfyUI-EPD (comfyui-integration.md §9): V3 nodes over epd_core.
+"""ComfyUI adapter of ComfyUI-EPD (comfyui-integration.md §9): V3 nodes over epd_core, in three layers.
 
-``bridge`` is the only module that touches ComfyUI internals; ``_api`` the only one
-that imports the node API.
+- ``nodes/*.py``: the node classes (schema plus one call each) and their plain helpers
+  (``types``, ``options``, ``errors``, ``plan``, ``compat``);
+- ``nodes/comfy/``: the ComfyUI boundary, the only package that imports ComfyUI;
+- ``nodes/train/``: the orchestration of distillation and RL, plain functions the nodes call.
 """
 
 from __future__ import annotations

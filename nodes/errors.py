@@ -21,13 +21,27 @@ def node_errors(node: str) -> Iterator[None]:
         raise ValueError(f"{node}: {err}") from err
 
 
-def table_file_name(name: str, node: str) -> str:
-    """A plain file name for models/epd: no folders, .safetensors appended."""
+def prompt_lines(text: str) -> list[str]:
+    """The non-empty lines of a multiline prompt widget, stripped."""
+    return [line.strip() for line in text.splitlines() if line.strip()]
+
+
+def check_negatives(positive: list, negative: list, node: str) -> None:
+    """One negative prompt, or one per positive prompt."""
+    if len(negative) not in (1, len(positive)):
+        raise ValueError(
+            f"{node}: got {len(positive)} positive and {len(negative)} negative prompts; "
+            "give one negative or one per positive."
+        )
+
+
+def table_file_name(name: str, node: str, field: str = "name") -> str:
+    """A plain file name for a models folder: no folders, .safetensors appended; ``field`` names the input."""
     stem = name.strip()
     stem = stem[: -len(SUFFIX)] if stem.lower().endswith(SUFFIX) else stem
     if not _SAFE_NAME.fullmatch(stem) or stem.endswith("."):
         raise ValueError(
-            f"{node}: name {name!r} is not a plain file name; use letters, digits, spaces, '_', '-' or '.' "
+            f"{node}: {field} {name!r} is not a plain file name; use letters, digits, spaces, '_', '-' or '.' "
             "(no folders, at most 121 characters), e.g. sd15_epd_8steps."
         )
     return stem + SUFFIX

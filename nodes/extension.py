@@ -5,8 +5,8 @@ from __future__ import annotations
 import logging
 import os
 
-from . import bridge, folders, reward_files
-from ._api import ComfyExtension, io
+from .comfy import folders, reward_files, sampling
+from .comfy.api import ComfyExtension, io
 from .distill_nodes import EPDDistill
 from .file_nodes import EPDImportUpstreamTable, EPDLoadTable, EPDSaveTable
 from .options import KSAMPLER_ENTRY_ENV, KSAMPLER_ENTRY_NAME
@@ -56,7 +56,7 @@ class EPDExtension(ComfyExtension):
     async def on_load(self) -> None:
         folders.register_folder()
         reward_files.register_reward_folders()
-        if ksampler_entry_requested() and bridge.register_ksampler_entry():
+        if ksampler_entry_requested() and sampling.register_ksampler_entry():
             log.info("EPD: added %r to the KSampler sampler list (%s=1).", KSAMPLER_ENTRY_NAME, KSAMPLER_ENTRY_ENV)
 
     async def get_node_list(self) -> list[type[io.ComfyNode]]:

@@ -8,8 +8,8 @@ from typing import Any
 
 from ..epd_core.table_io import load_table, save_table
 from ..epd_core.upstream import import_upstream_table
-from . import folders
-from ._api import io, ui
+from .comfy import folders
+from .comfy.api import io, ui
 from .errors import node_errors, table_file_name
 from .options import CATEGORY
 from .types import overwrite_input, table_input, table_output

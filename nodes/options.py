@@ -1,4 +1,4 @@
-"""Choices and defaults shared by the EPD nodes and the bridge (comfyui-integration.md §1.6, §9).
+"""Choices and defaults shared by the EPD nodes and the ComfyUI boundary (comfyui-integration.md §1.6, §9).
 
 Plain constants, no ComfyUI imports. ``DEFAULT_FORM`` is the single place that decides
 which EPD step form the nodes and the optional KSampler entry use by default.

@@ -1,6 +1,6 @@
 """What the EPD sampler runs: grid, tail, form and table decisions (comfyui-integration.md §1.6, §9).
 
-Pure decisions on tensors and numbers; the bridge supplies what it reads from ComfyUI
+Pure decisions on tensors and numbers; the boundary (nodes.comfy.sampling) supplies what it reads from ComfyUI
 (the model's sigma_min, the guider's cfg) and nothing here imports ComfyUI.
 """
 

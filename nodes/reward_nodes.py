@@ -10,14 +10,14 @@ from __future__ import annotations
 from typing import Any
 
 from ..epd_core.rl.rewards import WEIGHT_FREE, MixedReward, weight_free_reward
-from . import reward_files
-from ._api import io, ui
-from .errors import node_errors
+from .comfy import reward_files
+from .comfy.api import io, ui
+from .comfy.reward_models import AestheticReward, CLIPTextImageReward, load_aesthetic_head, load_clip_bundle
+from .errors import node_errors, prompt_lines
 from .options import CATEGORY
-from .reward_models import AestheticReward, CLIPTextImageReward, load_aesthetic_head, load_clip_bundle
+from .types import EPDReward
 
 REWARD_CATEGORY = CATEGORY + "/rewards"
-EPDReward = io.Custom("EPD_REWARD")
 AESTHETIC = "EPD Aesthetic Reward"
 WEIGHT_FREE_NODE = "EPD Weight-Free Reward"
 MIX = "EPD Reward Mix"
@@ -234,7 +234,7 @@ class EPDRewardMix(io.ComfyNode):
 
 def split_prompts(text: str, batch: int, node: str) -> list[str]:
     """One prompt for every image, or one non-empty line per image; empty text means no prompts."""
-    lines = [line.strip() for line in text.splitlines() if line.strip()]
+    lines = prompt_lines(text)
     if len(lines) <= 1:
         return (lines or [""]) * batch
     if len(lines) != batch:

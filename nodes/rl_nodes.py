@@ -1,34 +1,19 @@
 """EPD RL Tune: tune an EPD table with a preference reward, RDPO (issue 4, epd-method.md §4).
 
-The loop is epd_core.rl; rl_bridge turns a table draw into images through the user's
-model (a real CFGGuider) and VAE. Only the small Dirichlet policy is trained; the
-backbone never is. The best mean table is kept on disk; Cancel saves it, then stops the prompt.
+The schema; the run is nodes.train.rl (the engine's RDPO loop, rollouts through the user's
+model and VAE). Only the small Dirichlet policy is trained; the backbone never is.
 """
 
 from __future__ import annotations
 
-import logging
-import os
-import re
-from typing import Any
-
-import folder_paths
 import torch
 
-from ..epd_core.rl import RLConfig, load_policy, make_policy, rl_tune, save_policy
 from ..epd_core.rl.objective import GROUPINGS
-from . import plan, rl_bridge, training_bridge
-from ._api import io
+from .comfy.api import io
 from .errors import node_errors
 from .options import CATEGORY, FORMS
-from .reward_nodes import EPDReward
-from .types import table_input, table_output
-
-log = logging.getLogger(__name__)
-
-RL_NODE = "EPD RL Tune"
-POLICY_FOLDER = "epd_rl"
-LossMap = io.Custom("LOSS_MAP")
+from .train.rl import RL_NODE, run_rl
+from .types import EPDReward, LossMap, table_input, table_output
 
 
 def rl_inputs() -> list[io.Input]:
@@ -113,87 +98,6 @@ def rl_inputs() -> list[io.Input]:
         ),  # fmt: skip
         io.Boolean.Input("resume", default=False, optional=True, tooltip="Continue from policy_file when it exists."),
     ]
-
-
-def policy_path(name: str) -> str | None:
-    """models/epd_rl/<name>.safetensors for a plain file name; None when no name is given."""
-    name = name.strip().removesuffix(".safetensors")
-    if not name:
-        return None
-    if not re.fullmatch(r"[\w.\- ]+", name) or name.startswith("."):
-        raise ValueError(f"{RL_NODE}: policy_file {name!r} must be a plain file name (letters, digits, - _ . space)")
-    return os.path.join(folder_paths.models_dir, POLICY_FOLDER, name + ".safetensors")
-
-
-def prompt_texts(text: str, count: int) -> list[str]:
-    """One text per positive prompt: the lines of ``text``, or empty strings."""
-    lines = [line.strip() for line in text.splitlines() if line.strip()]
-    if not lines:
-        return [""] * count
-    if len(lines) != count:
-        raise ValueError(
-            f"{RL_NODE}: {len(lines)} prompt text lines for {count} positive prompts; give one line per prompt"
-        )
-    return lines
-
-
-def rl_config(opts: dict[str, Any]) -> RLConfig:
-    names = ("iterations", "prompts_per_step", "group_size", "concentration", "lr", "kl_coef", "clip_range",
-             "learn_scales", "grouping", "eval_every", "eval_per_prompt", "seed")  # fmt: skip
-    return RLConfig(**{n: opts[n] for n in names})
-
-
-def start_policy(table, config: RLConfig, path: str | None, resume: bool):
-    """A fresh policy on the table, or the saved one when resuming (its table must have the same steps and K)."""
-    if not (resume and path and os.path.exists(path)):
-        return make_policy(table, config), 0
-    policy, done = load_policy(path)
-    if (policy.table.num_steps, policy.table.num_points) != (table.num_steps, table.num_points):
-        raise ValueError(f"{RL_NODE}: {path} holds a policy for {policy.table.num_steps} steps and K = "
-                         f"{policy.table.num_points}, the table has {table.num_steps} and {table.num_points}")  # fmt: skip
-    log.info("EPD RL: resuming %s after %d iterations", path, done)
-    return policy, done
-
-
-def make_rollout(model, vae, positive, negative, opts, table) -> rl_bridge.ComfyRollout:
-    """The guider + VAE rollout for these prompts, on the table's own grid."""
-    if len(negative) not in (1, len(positive)):
-        raise ValueError(
-            f"{RL_NODE}: {len(positive)} positive and {len(negative)} negative prompts; give one negative or one per positive"
-        )
-    form = plan.resolve_form(opts["form"], table, opts["cfg"])
-    return rl_bridge.ComfyRollout(model, vae, positive, negative, opts["cfg"], (opts["width"], opts["height"]),
-                                  table, form, RL_NODE)  # fmt: skip
-
-
-def run_rl(model, vae, positive, negative, reward, table, opts, node_id):
-    """Run RDPO; returns (best mean table, reward history, last validation images)."""
-    config = rl_config(opts)
-    texts = prompt_texts(opts.get("prompt_texts", ""), len(positive))
-    path = policy_path(opts.get("policy_file") or "")
-    reporter = training_bridge.Reporter(config.iterations, node_id)
-    rollout = make_rollout(model, vae, positive, negative, opts, table)
-    rewards, preview = [], None
-
-    def describe(iterations: int, cancelled: bool) -> dict[str, Any]:
-        return {"provenance": "rl", "guidance": opts["cfg"], "rl_kl_coef": config.kl_coef,
-                "rl_concentration": config.concentration, "rl_iterations_run": iterations,
-                "cancelled": cancelled}  # fmt: skip
-
-    best = training_bridge.BestTable(RL_NODE, node_id, table, describe)
-    # ComfyUI runs prompts under inference_mode: the policy must be built and trained outside it
-    # (inference tensors cannot be saved for backward).
-    with best.keep(), torch.inference_mode(False):
-        policy, done = start_policy(table, config, path, bool(opts.get("resume")))
-        for stats in rl_tune(policy, rollout, reward, texts, config, should_stop=reporter.should_stop):
-            preview = stats.preview if stats.preview is not None else preview
-            rewards.append(stats.mean_reward)
-            best.offer(stats.best_table, stats.iteration)
-            shown = rl_bridge.preview_grid(stats.preview) if stats.preview is not None else None
-            reporter.update(stats.iteration, preview=shown, loss=stats.loss, reward=stats.mean_reward)
-            if path and stats.val_reward is not None:
-                save_policy(policy, path, iterations=done + stats.iteration)
-    return best.write(cancelled=False), rewards, preview
 
 
 class EPDRLTune(io.ComfyNode):

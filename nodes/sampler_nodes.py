@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from . import bridge
-from ._api import io
+from .comfy import sampling
+from .comfy.api import io
 from .options import AFS_MODES, CATEGORY, DEFAULT_FORM, PARALLEL_MODES, SCHEDULES
 from .types import form_input, num_points_input, table_input, tail_input
 
@@ -91,7 +91,7 @@ class EPDSampler(io.ComfyNode):
     ) -> io.NodeOutput:
         options = {"params": table, "num_points": num_points, "form": form, "parallel": parallel, "afs": afs}
         order = max_order if plugin else 0
-        return io.NodeOutput(bridge.make_sampler(**options, chunk_size=chunk_size, tail=tail, max_order=order))
+        return io.NodeOutput(sampling.make_sampler(**options, chunk_size=chunk_size, tail=tail, max_order=order))
 
 
 def sigmas_inputs() -> list[io.Input]:
@@ -146,5 +146,5 @@ class EPDSigmas(io.ComfyNode):
         cls, model: Any, steps: int = 8, schedule: str = "auto", end_at_zero: bool = True, table: Any = None
     ) -> io.NodeOutput:
         if table is not None:
-            return io.NodeOutput(bridge.table_sigmas(model, table, "EPD Sigmas"))
-        return io.NodeOutput(bridge.schedule_sigmas(model, schedule, steps, end_at_zero, "EPD Sigmas"))
+            return io.NodeOutput(sampling.table_sigmas(model, table, "EPD Sigmas"))
+        return io.NodeOutput(sampling.schedule_sigmas(model, schedule, steps, end_at_zero, "EPD Sigmas"))

@@ -6,8 +6,8 @@ from typing import Any
 
 from ..epd_core.table_io import table_from_json, table_to_json
 from ..epd_core.tables import default_table
-from . import bridge
-from ._api import io, ui
+from .comfy import sampling
+from .comfy.api import io, ui
 from .errors import node_errors
 from .options import CATEGORY, DEFAULT_TABLE_FORM, TABLE_KINDS
 from .types import form_input, num_points_input, table_input, table_output, tail_input
@@ -61,7 +61,7 @@ class EPDDefaultTable(io.ComfyNode):
         tail: str = "auto",
     ) -> io.NodeOutput:
         with node_errors(DEFAULT_TABLE):
-            grid = bridge.table_grid(sigmas, tail)
+            grid = sampling.table_grid(sigmas, tail)
             return io.NodeOutput(default_table(grid, num_points, kind, form=form, afs=afs))
 
 

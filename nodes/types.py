@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from ._api import io
+from .comfy.api import io
 from .options import (
     DEFAULT_FORM,
     DEFAULT_TABLE_FORM,
@@ -15,6 +15,8 @@ from .options import (
 )
 
 EPDTable = io.Custom("EPD_TABLE")
+EPDReward = io.Custom("EPD_REWARD")
+LossMap = io.Custom("LOSS_MAP")  # core's type: Plot Loss Graph draws it
 
 
 def table_input(tooltip: str, optional: bool = True) -> io.Input:

@@ -1,45 +1,15 @@
-"""Adapter tests run against a real ComfyUI checkout named by COMFYUI_PATH (style.md §7).
+"""Adapter fixtures (style.md §7); tests/conftest.py sets up ComfyUI and imports the pack as comfyui_epd.
 
-The checkout is put first on sys.path (its ``nodes`` module must win over this repo's
-``nodes`` package) and ``args.cpu`` is set before any other comfy import. The pack is
-imported as the package ``comfyui_epd``, the way ComfyUI imports a custom-node folder.
 Without COMFYUI_PATH every adapter module skips at ``pytest.importorskip("comfy")``.
 """
 
 from __future__ import annotations
 
-import importlib.util
-import os
 import sys
 from pathlib import Path
 from typing import Any
 
 import pytest
-
-ROOT = Path(__file__).resolve().parents[2]
-PACK = "comfyui_epd"
-
-
-def _use_comfyui() -> None:
-    """Put COMFYUI_PATH on sys.path, force CPU, import the pack as a package."""
-    checkout = os.environ.get("COMFYUI_PATH")
-    if not checkout or not (Path(checkout) / "comfy").is_dir():
-        return
-    if checkout not in sys.path:
-        sys.path.insert(0, checkout)
-    from comfy.cli_args import args
-
-    args.cpu = True
-    if PACK not in sys.modules:
-        spec = importlib.util.spec_from_file_location(
-            PACK, ROOT / "__init__.py", submodule_search_locations=[str(ROOT)]
-        )
-        module = importlib.util.module_from_spec(spec)
-        sys.modules[PACK] = module
-        spec.loader.exec_module(module)
-
-
-_use_comfyui()
 
 
 @pytest.fixture(scope="module")
@@ -64,8 +34,16 @@ def vae(tmp_path_factory: pytest.TempPathFactory) -> Any:
 
 @pytest.fixture(autouse=True)
 def models_dir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    """ComfyUI's models folder, per test in tmp: tables the nodes autosave never land in the checkout."""
-    if "folder_paths" not in sys.modules:
+    """ComfyUI's models folder, per test in tmp: tables the nodes autosave never land in the checkout.
+
+    The folder registry and its cache are copied too, so a folder registered under the tmp
+    models dir does not outlive the test.
+    """
+    folder_paths = sys.modules.get("folder_paths")
+    if folder_paths is None:
         return tmp_path
-    monkeypatch.setattr(sys.modules["folder_paths"], "models_dir", str(tmp_path))
+    monkeypatch.setattr(folder_paths, "models_dir", str(tmp_path))
+    registry = {name: (list(paths), set(exts)) for name, (paths, exts) in folder_paths.folder_names_and_paths.items()}
+    monkeypatch.setattr(folder_paths, "folder_names_and_paths", registry)
+    monkeypatch.setattr(folder_paths, "filename_list_cache", {})
     return tmp_path

@@ -9,7 +9,7 @@ pytest.importorskip("comfy", reason="set COMFYUI_PATH to a ComfyUI checkout")
 import comfy.model_management  # noqa: E402
 import torch  # noqa: E402
 from comfyui_epd.epd_core.digits import digits_mixture  # noqa: E402
-from comfyui_epd.nodes import training_bridge  # noqa: E402
+from comfyui_epd.nodes.comfy import training  # noqa: E402
 from comfyui_epd.nodes.distill_nodes import EPDDistill, run_distill  # noqa: E402
 
 toy = pytest.importorskip("testing_nodes.toy_model", reason="testing_nodes needs ComfyUI")
@@ -53,7 +53,7 @@ def autosaved(models_dir):
 
 def test_cancel_saves_the_best_table_then_stops_the_prompt(model, models_dir, monkeypatch):
     seen = []
-    update = training_bridge.Reporter.update
+    update = training.Reporter.update
 
     def cancel_after_two(self, step, preview=None, **values):
         seen.append(values["val"])
@@ -61,7 +61,7 @@ def test_cancel_saves_the_best_table_then_stops_the_prompt(model, models_dir, mo
         if step == 2:
             comfy.model_management.interrupt_current_processing(True)  # Cancel pressed
 
-    monkeypatch.setattr(training_bridge.Reporter, "update", cancel_after_two)
+    monkeypatch.setattr(training.Reporter, "update", cancel_after_two)
     pos, neg = [toy.class_conditioning(2)], [toy.empty_conditioning()]
     with pytest.raises(comfy.model_management.InterruptProcessingException):
         run_distill(model, pos, neg, options(iterations=50), None)
@@ -75,7 +75,7 @@ def test_an_interrupt_from_inside_a_model_call_keeps_the_best_table(models_dir, 
     # comfy ops raise InterruptProcessingException inside every forward of a real UNet or VAE.
     model = toy.toy_model_patcher(digits_mixture(), "edm")
     net, reported = model.model.diffusion_model, []
-    forward, update = net.forward, training_bridge.Reporter.update
+    forward, update = net.forward, training.Reporter.update
 
     def interrupted_forward(*args, **kwargs):
         if len(reported) == 3:  # the first model call after iteration 3
@@ -87,7 +87,7 @@ def test_an_interrupt_from_inside_a_model_call_keeps_the_best_table(models_dir, 
         update(self, step, preview, **values)
 
     net.forward = interrupted_forward
-    monkeypatch.setattr(training_bridge.Reporter, "update", record)
+    monkeypatch.setattr(training.Reporter, "update", record)
     pos, neg = [toy.class_conditioning(2)], [toy.empty_conditioning()]
     with pytest.raises(comfy.model_management.InterruptProcessingException):
         run_distill(model, pos, neg, options(iterations=50), None)
@@ -125,9 +125,9 @@ def test_autograd_safe_swaps_inference_tensors_once_and_keeps_values_and_ties():
         net.register_buffer("scale", torch.full((3,), 2.0))
         before = [t.clone() for t in (net[0].weight, net[0].bias, net.scale)]
     net[0].weight.requires_grad_(False)
-    with training_bridge.training_mode():
-        assert training_bridge.autograd_safe(net) == 4  # weight (tied, once), two biases, one buffer
-        assert training_bridge.autograd_safe(net) == 0
+    with training.training_mode():
+        assert training.autograd_safe(net) == 4  # weight (tied, once), two biases, one buffer
+        assert training.autograd_safe(net) == 0
         x = torch.ones(2, 3, requires_grad=True)
         (net(x) * net.scale).sum().backward()
     assert net[1].weight is net[0].weight and not net[0].weight.requires_grad and net[0].bias.requires_grad
@@ -135,7 +135,7 @@ def test_autograd_safe_swaps_inference_tensors_once_and_keeps_values_and_ties():
         assert torch.equal(old, new) and not new.is_inference()
     assert x.grad is not None and torch.isfinite(x.grad).all()
     with torch.inference_mode(), pytest.raises(RuntimeError, match="outside torch.inference_mode"):
-        training_bridge.autograd_safe(net)
+        training.autograd_safe(net)
 
 
 def test_mismatched_prompt_lists_are_a_clear_error(model):
@@ -149,8 +149,8 @@ def test_stack_conditioning_needs_equal_token_lengths():
     a = [[torch.zeros(1, 77, 8), {}]]
     b = [[torch.zeros(1, 154, 8), {}]]
     with pytest.raises(ValueError, match="different token lengths"):
-        training_bridge.stack_conditioning([a, b], "EPD Distill")
-    stacked = training_bridge.stack_conditioning([a, a], "EPD Distill")
+        training.stack_conditioning([a, b], "EPD Distill")
+    stacked = training.stack_conditioning([a, a], "EPD Distill")
     assert stacked[0][0].shape == (2, 77, 8)
 
 
@@ -164,7 +164,7 @@ def test_distill_works_on_conds_and_a_table_made_under_inference_mode(model):
 
 
 def test_learned_sigmas_reach_the_table_and_epd_sigmas(model):
-    from comfyui_epd.nodes import bridge
+    from comfyui_epd.nodes.comfy import sampling
 
     pos, neg = [toy.class_conditioning(c) for c in (1, 7)], [toy.empty_conditioning()]
     fixed, _ = run_distill(model, pos, neg, options(iterations=4, steps=3), None)
@@ -173,7 +173,7 @@ def test_learned_sigmas_reach_the_table_and_epd_sigmas(model):
     assert learned.sigmas[0] == fixed.sigmas[0] and learned.sigmas[-1] == fixed.sigmas[-1] == 0.0
     assert not torch.allclose(learned.sigmas, fixed.sigmas, rtol=1e-4), "the interior sigmas moved"
     # EPD Sigmas fed the table hands the sampler the learned grid.
-    grid = bridge.table_sigmas(model, learned, "EPD Sigmas")
+    grid = sampling.table_sigmas(model, learned, "EPD Sigmas")
     torch.testing.assert_close(grid.double().cpu(), learned.sigmas, rtol=1e-6, atol=1e-7)
 
 

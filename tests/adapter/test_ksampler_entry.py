@@ -12,7 +12,8 @@ import comfy.k_diffusion.sampling  # noqa: E402
 import comfy.samplers  # noqa: E402
 import fakes  # noqa: E402
 import torch  # noqa: E402
-from comfyui_epd.nodes import bridge, extension  # noqa: E402
+from comfyui_epd.nodes import extension
+from comfyui_epd.nodes.comfy import sampling  # noqa: E402
 
 
 @pytest.fixture
@@ -42,7 +43,7 @@ def test_env_var_adds_the_entry_once(clean_lists, monkeypatch):
         asyncio.run(extension.EPDExtension().on_load())
     assert names.count("epd") == 1 and samplers.count("epd") == 1
     assert comfy.samplers.KSampler.SAMPLERS is samplers and samplers[-1] == "epd", "appended, not inserted"
-    assert comfy.k_diffusion.sampling.sample_epd is bridge.sample_epd_ksampler
+    assert comfy.k_diffusion.sampling.sample_epd is sampling.sample_epd_ksampler
     assert "epd" in comfy.samplers.KSampler.DISCARD_PENULTIMATE_SIGMA_SAMPLERS
 
 
@@ -51,12 +52,12 @@ def test_another_packs_sample_epd_is_left_alone(clean_lists, monkeypatch):
         return None
 
     monkeypatch.setattr(comfy.k_diffusion.sampling, "sample_epd", theirs, raising=False)
-    assert bridge.register_ksampler_entry() is False
+    assert sampling.register_ksampler_entry() is False
     assert comfy.k_diffusion.sampling.sample_epd is theirs and "epd" not in clean_lists[1]
 
 
 def test_the_entry_samples_like_the_ksampler_node(clean_lists):
-    assert bridge.register_ksampler_entry()
+    assert sampling.register_ksampler_entry()
     ms = fakes.model_sampling()
     sampler = comfy.samplers.sampler_object("epd")
     # What KSampler does for names in DISCARD_PENULTIMATE_SIGMA_SAMPLERS: steps + 1, then drop sigma_min.
@@ -69,7 +70,7 @@ def test_the_entry_samples_like_the_ksampler_node(clean_lists):
 
 
 def test_the_entry_drops_a_scheduler_tail_under_sampler_custom(clean_lists):
-    assert bridge.register_ksampler_entry()
+    assert sampling.register_ksampler_entry()
     ms = fakes.model_sampling()
     sigmas = comfy.samplers.calculate_sigmas(ms, "karras", 6)  # [..., sigma_min, 0] as BasicScheduler gives
     guider = fakes.make_guider(ms, torch.tensor([0, 1]))

@@ -12,7 +12,6 @@ from comfyui_epd.epd_core.digits import digits_mixture  # noqa: E402
 from comfyui_epd.epd_core.grids import epd_sigmas  # noqa: E402
 from comfyui_epd.epd_core.rl import load_policy  # noqa: E402
 from comfyui_epd.epd_core.tables import default_table  # noqa: E402
-from comfyui_epd.nodes import rl_nodes  # noqa: E402
 from comfyui_epd.nodes.rl_nodes import EPDRLTune, run_rl  # noqa: E402
 
 toy = pytest.importorskip("testing_nodes.toy_model", reason="testing_nodes needs ComfyUI")
@@ -46,7 +45,6 @@ def conds():
 
 
 def test_rl_node_runs_rollouts_through_guider_and_vae(model, vae, tmp_path, monkeypatch):
-    monkeypatch.setattr(rl_nodes.folder_paths, "models_dir", str(tmp_path))
     positive, negative = conds()
     seen = []
 
@@ -65,7 +63,6 @@ def test_rl_node_runs_rollouts_through_guider_and_vae(model, vae, tmp_path, monk
 
 
 def test_resume_continues_from_the_saved_policy(model, vae, tmp_path, monkeypatch):
-    monkeypatch.setattr(rl_nodes.folder_paths, "models_dir", str(tmp_path))
     positive, negative = conds()
     opts = options(policy_file="p", iterations=2)
     run_rl(model, vae, positive, negative, brightness, start_table(), opts, None)
@@ -94,16 +91,16 @@ def test_node_execute_returns_table_rewards_and_preview(model, vae):
 
 def test_cancel_saves_the_best_mean_table_then_stops_the_prompt(model, vae, models_dir, monkeypatch):
     from comfyui_epd.epd_core.table_io import load_table
-    from comfyui_epd.nodes import training_bridge
+    from comfyui_epd.nodes.comfy import training
 
-    update = training_bridge.Reporter.update
+    update = training.Reporter.update
 
     def cancel_after_three(self, step, preview=None, **values):
         update(self, step, preview, **values)
         if step == 3:
             comfy.model_management.interrupt_current_processing(True)  # Cancel pressed
 
-    monkeypatch.setattr(training_bridge.Reporter, "update", cancel_after_three)
+    monkeypatch.setattr(training.Reporter, "update", cancel_after_three)
     positive, negative = conds()
     with pytest.raises(comfy.model_management.InterruptProcessingException):
         run_rl(model, vae, positive, negative, brightness, start_table(), options(iterations=50), None)

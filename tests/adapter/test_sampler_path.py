@@ -19,7 +19,7 @@ import fakes  # noqa: E402
 import torch  # noqa: E402
 from comfyui_epd.epd_core.solver import prepare_sigmas  # noqa: E402
 from comfyui_epd.epd_core.tables import default_table  # noqa: E402
-from comfyui_epd.nodes import bridge  # noqa: E402
+from comfyui_epd.nodes.comfy import sampling  # noqa: E402
 from torch.testing import assert_close  # noqa: E402
 
 CLASSES = torch.tensor([0, 1, 2])
@@ -38,7 +38,7 @@ def sample(ms, classes=CLASSES, steps=10, cfg=1.0, sigmas=None, **options):
     noise = fakes.noise(len(classes))
     mask, latent = options.pop("mask", None), options.pop("latent", None)
     model_options = options.pop("model_options", None)
-    sampler = bridge.make_sampler(**options)
+    sampler = sampling.make_sampler(**options)
     out, records = fakes.run(sampler, guider, sigmas, noise, latent=latent, mask=mask, model_options=model_options)
     return out, records, guider
 
@@ -70,7 +70,7 @@ def test_batch_equals_each_sample_alone():
     for b, cls in enumerate(CLASSES.tolist()):
         guider = fakes.make_guider(fakes.model_sampling(), torch.tensor([cls]), cfg=3.0)
         alone, _ = fakes.run(
-            bridge.make_sampler(), guider, karras(guider.inner_model.model_sampling, 10), fakes.noise(3)[b : b + 1]
+            sampling.make_sampler(), guider, karras(guider.inner_model.model_sampling, 10), fakes.noise(3)[b : b + 1]
         )
         assert_close(out[b : b + 1], alone, **TIGHT)
 
@@ -166,7 +166,7 @@ def test_interrupt_raises_from_the_step_callback():
     try:
         with pytest.raises(comfy.model_management.InterruptProcessingException):
             fakes.run(
-                bridge.make_sampler(),
+                sampling.make_sampler(),
                 guider,
                 karras(guider.inner_model.model_sampling, 10),
                 fakes.noise(3),
@@ -234,7 +234,7 @@ def test_inputs_untouched_and_dtype_kept():
     sigmas = comfy.samplers.calculate_sigmas(ms, "karras", 6)
     noise = fakes.noise(3, dtype=torch.float32)
     before = (sigmas.clone(), noise.clone())
-    out, _ = fakes.run(bridge.make_sampler(), guider, sigmas, noise)
+    out, _ = fakes.run(sampling.make_sampler(), guider, sigmas, noise)
     assert torch.equal(sigmas, before[0]) and torch.equal(noise, before[1])
     assert out.dtype == torch.float32 and torch.isfinite(out).all()
 
@@ -247,19 +247,19 @@ def test_sigmas_must_decrease():
 
 def test_too_few_sigmas_return_the_input():
     x = fakes.noise(2)
-    assert bridge.sample_epd_comfy(object(), x, torch.tensor([1.0])) is x
+    assert sampling.sample_epd_comfy(object(), x, torch.tensor([1.0])) is x
 
 
 def test_model_kind_and_model_sampling_lookup():
     flow, eps = fakes.model_sampling("ModelSamplingDiscreteFlow", "CONST"), fakes.model_sampling()
-    assert bridge.kind_of(flow) == "flow" and bridge.kind_of(eps) == "ve"
+    assert sampling.kind_of(flow) == "flow" and sampling.kind_of(eps) == "ve"
     guider = fakes.make_guider(flow, CLASSES)
     model_k = comfy.samplers.KSamplerX0Inpaint(guider, torch.ones(2))
-    assert bridge.model_sampling_of(model_k) is flow
+    assert sampling.model_sampling_of(model_k) is flow
     del guider.model_patcher  # the fallback: guider.inner_model.model_sampling
-    assert bridge.model_sampling_of(model_k) is flow
+    assert sampling.model_sampling_of(model_k) is flow
     with pytest.raises(TypeError, match="EPD Sampler: cannot find the model's model_sampling"):
-        bridge.model_sampling_of(object())
+        sampling.model_sampling_of(object())
 
 
 @pytest.mark.parametrize("device", ["cpu", pytest.param("cuda", marks=pytest.mark.gpu)])
@@ -274,7 +274,7 @@ def test_float32_on_the_device_batched_equals_sequential(device):
     for parallel in ("batched", "sequential"):
         guider = fakes.make_guider(ms, torch.tensor([0, 2]))
         noise = fakes.noise(2, dtype=torch.float32).to(device)
-        sampler = bridge.make_sampler(parallel=parallel, num_points=3)
+        sampler = sampling.make_sampler(parallel=parallel, num_points=3)
         results[parallel], records = fakes.run(sampler, guider, sigmas, noise, latent=latent, mask=mask)
         assert len(records) == 7
     assert results["batched"].device.type == device and results["batched"].dtype == torch.float32

@@ -12,7 +12,7 @@ import fakes  # noqa: E402
 import torch  # noqa: E402
 from comfyui_epd.epd_core import schedules  # noqa: E402
 from comfyui_epd.epd_core.tables import default_table  # noqa: E402
-from comfyui_epd.nodes import bridge  # noqa: E402
+from comfyui_epd.nodes.comfy import sampling  # noqa: E402
 from comfyui_epd.nodes.sampler_nodes import EPDSampler, EPDSigmas  # noqa: E402
 from comfyui_epd.nodes.table_nodes import EPDDefaultTable  # noqa: E402
 from torch.testing import assert_close  # noqa: E402
@@ -111,4 +111,4 @@ def test_sigmas_default_table_and_sampler_work_together(caplog):
         out, records = fakes.run(sampler, guider, grid, fakes.noise(2, dtype=torch.float32))
     assert len(records) == 6 and torch.isfinite(out).all()
     assert "EPD" not in caplog.text
-    assert bridge.auto_schedule(ms) == "discrete"
+    assert sampling.auto_schedule(ms) == "discrete"

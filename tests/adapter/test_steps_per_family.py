@@ -9,7 +9,7 @@ pytest.importorskip("comfy", reason="set COMFYUI_PATH to a ComfyUI checkout")
 
 import fakes  # noqa: E402
 import torch  # noqa: E402
-from comfyui_epd.nodes import bridge  # noqa: E402
+from comfyui_epd.nodes.comfy import sampling  # noqa: E402
 from comfyui_epd.nodes.sampler_nodes import EPDSigmas  # noqa: E402
 
 FAMILIES = {
@@ -29,7 +29,7 @@ def rounds(family: str, steps: int, afs: str) -> tuple[int, torch.Tensor, torch.
     sigmas = EPDSigmas.execute(model=fakes.FakeBaseModel(ms).current_patcher, steps=steps)[0]
     guider = fakes.make_guider(ms, CLASSES)
     noise = fakes.noise(len(CLASSES))
-    out, _ = fakes.run(bridge.make_sampler(num_points=2, afs=afs), guider, sigmas.double(), noise)
+    out, _ = fakes.run(sampling.make_sampler(num_points=2, afs=afs), guider, sigmas.double(), noise)
     return len(guider.inner_model.calls), sigmas, out
 
 

@@ -13,7 +13,8 @@ import folder_paths  # noqa: E402
 import torch  # noqa: E402
 from comfyui_epd.epd_core.table_io import load_table, save_table, table_to_json  # noqa: E402
 from comfyui_epd.epd_core.tables import default_table  # noqa: E402
-from comfyui_epd.nodes import file_nodes, folders  # noqa: E402
+from comfyui_epd.nodes import file_nodes
+from comfyui_epd.nodes.comfy import folders  # noqa: E402
 from comfyui_epd.nodes.file_nodes import EPDImportUpstreamTable, EPDLoadTable, EPDSaveTable  # noqa: E402
 from comfyui_epd.nodes.table_nodes import EPDDefaultTable, EPDTable  # noqa: E402
 

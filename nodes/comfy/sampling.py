@@ -1,4 +1,4 @@
-"""ComfyUI bridge: the only module of the pack that touches ComfyUI internals.
+"""ComfyUI boundary, sampling: the one sampler function, model_sampling and sigma grids.
 
 comfyui-integration.md §1.3 (sampler contract), §1.5 (flow models), §1.6 (K*B batches),
 §3.3 (interruption), §9 (adapter). It turns what ``comfy.samplers.KSAMPLER`` hands a
@@ -19,12 +19,12 @@ import comfy.model_sampling
 import comfy.samplers
 import torch
 
-from ..epd_core import schedules
-from ..epd_core.params import EPDParams
-from ..epd_core.solver import StepConfig, prepare_sigmas, run_rows, sample_epd, sample_epd_plugin
-from . import plan
-from .compat import table_mismatch
-from .options import AFS_MODES, DEFAULT_FORM, KSAMPLER_ENTRY_NAME, PARALLEL_MODES
+from ...epd_core import schedules
+from ...epd_core.params import EPDParams
+from ...epd_core.solver import StepConfig, prepare_sigmas, run_rows, sample_epd, sample_epd_plugin
+from .. import plan
+from ..compat import table_mismatch
+from ..options import AFS_MODES, DEFAULT_FORM, KSAMPLER_ENTRY_NAME, PARALLEL_MODES
 
 log = logging.getLogger(__name__)
 
@@ -303,6 +303,14 @@ def sample_epd_comfy(
     if max_order:
         return sample_epd_plugin(denoiser, x, grid, extra_args, report, disable, max_order=max_order, **options)
     return sample_epd(denoiser, x, grid, extra_args, report, disable, **options)
+
+
+def make_guider(model_patcher: Any, positive: Any, negative: Any, cfg: float) -> comfy.samplers.CFGGuider:
+    """A CFGGuider on the model with these conds: what training and RL rollouts sample through."""
+    guider = comfy.samplers.CFGGuider(model_patcher)
+    guider.set_conds(positive, negative)
+    guider.set_cfg(cfg)
+    return guider
 
 
 def make_sampler(**options: Any) -> comfy.samplers.KSAMPLER:

@@ -18,7 +18,7 @@ import comfy.model_management as mm
 import comfy.model_patcher
 import torch
 
-from ..epd_core.rl.rewards import BaseReward
+from ...epd_core.rl.rewards import BaseReward
 from .reward_files import PICKLE_SUFFIXES, load_safetensors
 
 AESTHETIC_SCALE = 10.0  # LAION aesthetic scores are on a 1..10 scale

@@ -1,14 +1,13 @@
-"""ComfyUI bridge, training half: runs an epd_core training loop inside ComfyUI's sampling stack.
+"""ComfyUI boundary, training: runs an epd_core training loop inside ComfyUI's sampling stack.
 
 comfyui-integration.md §3.3-3.5, §10: the loop is driven through a real CFGGuider (so conds,
-ControlNets, patches and model loading behave as in sampling) by a ``Sampler`` subclass
-whose ``sample`` hands the loop a denoiser. Prompts run under ``torch.inference_mode``; the
+ControlNets, patches and model loading behave as in sampling) by a KSAMPLER whose function
+(``run_loop``) hands the loop the denoiser every sampler function gets. Prompts run under ``torch.inference_mode``; the
 loop runs under ``inference_mode(False)`` with grad enabled and ``in_training`` set. Autograd
 cannot save inference tensors, so every conditioning tensor is cloned and the frozen model's
 inference tensors are swapped for ordinary ones (``autograd_safe``). A Cancel, from the
 node's own check or from inside any model call, keeps the best table on disk (``BestTable``)
-and then stops the prompt as ComfyUI users expect. Like bridge.py, this module touches
-ComfyUI internals so the node files do not.
+and then stops the prompt as ComfyUI users expect.
 """
 
 from __future__ import annotations
@@ -26,9 +25,9 @@ import comfy.samplers
 import comfy.utils
 import torch
 
-from ..epd_core.params import EPDParams
-from ..epd_core.table_io import save_table
-from . import folders
+from ...epd_core.params import EPDParams
+from ...epd_core.table_io import save_table
+from . import folders, sampling
 
 log = logging.getLogger(__name__)
 
@@ -75,9 +74,16 @@ def stack_conditioning(conditionings: list[Any], node: str) -> list[list[Any]]:
 
 
 @contextlib.contextmanager
-def training_mode() -> Iterator[None]:
-    """Autograd on inside a prompt; ``in_training`` reset even when the loop fails or is cancelled."""
+def grad_mode() -> Iterator[None]:
+    """Autograd on inside a prompt (ComfyUI runs every node under torch.inference_mode)."""
     with torch.inference_mode(False), torch.enable_grad():
+        yield
+
+
+@contextlib.contextmanager
+def training_mode() -> Iterator[None]:
+    """grad_mode with ``in_training`` set (differentiable model paths), reset even when the loop fails or is cancelled."""
+    with grad_mode():
         comfy.model_management.in_training = True
         try:
             yield
@@ -116,40 +122,39 @@ def autograd_safe(module: torch.nn.Module) -> int:
     return len(swapped)
 
 
-class LoopSampler(comfy.samplers.Sampler):
-    """A SAMPLER whose sample() runs ``loop(denoiser)`` instead of sampling; the result is kept."""
+def run_loop(model, x, sigmas, extra_args=None, callback=None, disable=None, *, loop, result: list):
+    """KSAMPLER function that runs ``loop(denoiser)`` on the guider's denoiser instead of sampling.
 
-    def __init__(self, loop: Callable[[Callable[..., torch.Tensor]], Any]) -> None:
-        self.loop, self.result = loop, None
+    ``model`` is what every EPD sampler function gets (KSamplerX0Inpaint around the CFGGuider),
+    so training sees the same cond, CFG and model path as sampling. Conds are cloned and the
+    loaded model made autograd-safe first; the loop's return value is appended to ``result``.
+    """
+    guider = model.inner_model
+    guider.conds = clone_tensors(guider.conds)
+    count = autograd_safe(guider.inner_model)  # the BaseModel, loaded by prepare_sampling
+    if count:
+        log.info("EPD: %d inference tensors of the frozen model made ordinary for autograd.", count)
+    args = dict(extra_args or {})
 
-    def sample(
-        self, model_wrap, sigmas, extra_args, callback, noise, latent_image=None, denoise_mask=None, disable_pbar=False
-    ):
-        model_wrap.conds = clone_tensors(model_wrap.conds)
-        count = autograd_safe(model_wrap.inner_model)  # the BaseModel, loaded by prepare_sampling
-        if count:
-            log.info("EPD: %d inference tensors of the frozen model made ordinary for autograd.", count)
-        args = dict(extra_args)
+    def denoiser(x: torch.Tensor, sigma: torch.Tensor, **_: Any) -> torch.Tensor:
+        return model(x, sigma, **args)
 
-        def denoiser(x: torch.Tensor, sigma: torch.Tensor, **_: Any) -> torch.Tensor:
-            return model_wrap(x, sigma, **args)
-
-        self.result = self.loop(denoiser)
-        return noise
+    result.append(loop(denoiser))
+    return x
 
 
 def run_in_guider(
     model: Any, positive: Any, negative: Any, cfg: float, sigmas: torch.Tensor, latent_shape, loop
 ) -> Any:
     """Run ``loop(denoiser)`` inside CFGGuider.sample on ``model``; returns the loop's result."""
-    guider = comfy.samplers.CFGGuider(model)
-    guider.set_conds(positive, negative)
-    guider.set_cfg(cfg)
-    sampler = LoopSampler(loop)
+    result: list[Any] = []
+    sampler = comfy.samplers.KSAMPLER(run_loop, extra_options={"loop": loop, "result": result})
     latent = torch.zeros(latent_shape)
     with training_mode():
-        guider.sample(latent, latent.clone(), sampler, sigmas.float(), disable_pbar=True, seed=0)
-    return sampler.result
+        sampling.make_guider(model, positive, negative, cfg).sample(
+            latent, latent.clone(), sampler, sigmas.float(), disable_pbar=True, seed=0
+        )
+    return result[0]
 
 
 @contextlib.contextmanager

@@ -12,12 +12,18 @@ import os
 import folder_paths
 
 FOLDER = "epd"
+POLICY_FOLDER = "epd_rl"  # RL Tune's policy saves; not a model list, so not registered
 EXTENSIONS = frozenset({".safetensors"})
 
 
 def default_dir() -> str:
     """models/epd of this ComfyUI install (where EPD Save Table writes)."""
     return os.path.join(folder_paths.models_dir, FOLDER)
+
+
+def policy_dir() -> str:
+    """models/epd_rl of this ComfyUI install (EPD RL Tune's policy_file)."""
+    return os.path.join(folder_paths.models_dir, POLICY_FOLDER)
 
 
 def register_folder() -> None:

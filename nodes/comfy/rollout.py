@@ -1,10 +1,10 @@
-"""ComfyUI bridge, RL half: RDPO rollouts through a real CFGGuider and the user's VAE.
+"""ComfyUI boundary, RL rollouts: RDPO rollouts through a real CFGGuider and the user's VAE.
 
 comfyui-integration.md §3.5: a rollout needs no gradient through the diffusion model, so it
-is plain sampling through the bridge's one sampler function (per-image table rows, with the
+is plain sampling through ``sampling.sample_epd_comfy``, the one sampler function (per-image table rows, with the
 same interrupt, progress, mask and parallel handling as EPD Sampler), then ``VAE.decode``; only the small policy is trained, outside the sampling stack. Each
 rollout is its own ``guider.sample`` call, so ComfyUI's memory manager can swap the model,
-the VAE and the reward models between them. Like bridge.py, this module holds the
+the VAE and the reward models between them. Like sampling.py, this module holds the
 ComfyUI internals so the node file does not.
 """
 
@@ -19,8 +19,8 @@ import comfy.samplers
 import numpy as np
 import torch
 
-from ..epd_core.params import EPDParams
-from . import bridge, training_bridge
+from ...epd_core.params import EPDParams
+from . import sampling, training
 
 
 def image_noise(shape: Sequence[int], seeds: Sequence[int]) -> torch.Tensor:
@@ -35,21 +35,19 @@ class ComfyRollout:
                  table: EPDParams, form: str, node: str) -> None:  # fmt: skip
         self.model, self.vae, self.positive, self.negative = model, vae, positive, negative
         self.cfg, self.size, self.table, self.form, self.node = cfg, size, table, form, node
-        self.sigmas = bridge.table_sigmas(model, table, node)
+        self.sigmas = sampling.table_sigmas(model, table, node)
 
     def conds(self, prompts: Sequence[int]) -> tuple[list, list]:
         """One stacked positive and negative conditioning with a row per prompt (ComfyUI repeats it cyclically)."""
-        pos = training_bridge.stack_conditioning([self.positive[p] for p in prompts], self.node)
+        pos = training.stack_conditioning([self.positive[p] for p in prompts], self.node)
         negatives = [self.negative[p if len(self.negative) > 1 else 0] for p in prompts]
-        return pos, training_bridge.stack_conditioning(negatives, self.node)
+        return pos, training.stack_conditioning(negatives, self.node)
 
     def __call__(self, rows, prompts: Sequence[int], seeds: Sequence[int]) -> torch.Tensor:
-        shape = training_bridge.latent_shape(self.model, len(seeds), *self.size)
+        shape = training.latent_shape(self.model, len(seeds), *self.size)
         latent = comfy.sample.fix_empty_latent_channels(self.model, torch.zeros(shape))
-        guider = comfy.samplers.CFGGuider(self.model)
-        guider.set_conds(*self.conds(prompts))
-        guider.set_cfg(self.cfg)
-        sampler = bridge.make_sampler(params=self.table, form=self.form, rows=rows)
+        guider = sampling.make_guider(self.model, *self.conds(prompts), self.cfg)
+        sampler = sampling.make_sampler(params=self.table, form=self.form, rows=rows)
         with torch.no_grad():
             samples = guider.sample(image_noise(latent.shape, seeds), latent, sampler, self.sigmas,
                                     disable_pbar=True, seed=int(seeds[0]))  # fmt: skip
