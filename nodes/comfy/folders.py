@@ -26,18 +26,22 @@ def policy_dir() -> str:
     return os.path.join(folder_paths.models_dir, POLICY_FOLDER)
 
 
-def register_folder() -> None:
-    """Add models/epd as the default ``epd`` path with the .safetensors filter; idempotent."""
-    path = default_dir()
-    if FOLDER not in folder_paths.folder_names_and_paths:
-        folder_paths.folder_names_and_paths[FOLDER] = ([path], set(EXTENSIONS))
+def register(key: str, path: str, extensions: frozenset[str] | set[str]) -> None:
+    """Make ``path`` the default folder of ``key`` with this extension filter; idempotent, keeps yaml-added paths."""
+    if key not in folder_paths.folder_names_and_paths:
+        folder_paths.folder_names_and_paths[key] = ([path], set(extensions))
         return
-    paths, exts = folder_paths.folder_names_and_paths[FOLDER]
+    paths, exts = folder_paths.folder_names_and_paths[key]
     if path not in paths:
         paths.insert(0, path)
-    if set(exts) != EXTENSIONS:
-        folder_paths.folder_names_and_paths[FOLDER] = (paths, set(EXTENSIONS))
-        folder_paths.filename_list_cache.pop(FOLDER, None)
+    if set(exts) != set(extensions):
+        folder_paths.folder_names_and_paths[key] = (paths, set(extensions))
+        folder_paths.filename_list_cache.pop(key, None)
+
+
+def register_folder() -> None:
+    """Add models/epd as the default ``epd`` path with the .safetensors filter; idempotent."""
+    register(FOLDER, default_dir(), EXTENSIONS)
 
 
 def table_names() -> list[str]:

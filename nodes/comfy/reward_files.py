@@ -17,6 +17,8 @@ import folder_paths
 from safetensors import SafetensorError
 from safetensors.torch import load_file
 
+from . import folders
+
 AESTHETIC = "epd_aesthetic"
 CLIP = "epd_clip"
 SUBFOLDERS = {AESTHETIC: os.path.join("epd_rewards", "aesthetic"), CLIP: os.path.join("epd_rewards", "clip")}
@@ -37,16 +39,7 @@ def default_dir(key: str) -> str:
 def register_reward_folders() -> None:
     """Add the two reward folders as default paths of their keys; idempotent, keeps yaml-added paths."""
     for key, extensions in ((AESTHETIC, HEAD_EXTENSIONS), (CLIP, {".safetensors"})):
-        path = default_dir(key)
-        if key not in folder_paths.folder_names_and_paths:
-            folder_paths.folder_names_and_paths[key] = ([path], set(extensions))
-            continue
-        paths, exts = folder_paths.folder_names_and_paths[key]
-        if path not in paths:
-            paths.insert(0, path)
-        if set(exts) != extensions:
-            folder_paths.folder_names_and_paths[key] = (paths, set(extensions))
-            folder_paths.filename_list_cache.pop(key, None)
+        folders.register(key, default_dir(key), extensions)
 
 
 def head_names() -> list[str]:
