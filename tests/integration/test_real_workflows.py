@@ -246,3 +246,37 @@ def test_workflow_runs_on_real_architectures(
     if reporter is not None:
         with capsys.disabled():  # shown even under -q, one line per workflow
             reporter.write_line("\n" + line)
+
+
+def test_distill_trains_through_unetloader_on_the_sd3_dit(
+    server: Server, object_info: dict[str, Any], real_model_files: tuple[Path, dict[str, str]]
+) -> None:
+    """EPD Distill (learned sigmas) on the SD3 DiT from UNETLoader, then sampling with its table, in one prompt."""
+    from epd_core.table_io import load_table
+
+    sd3 = to_api_prompt(json.loads((ROOT / "workflows" / "epd_sd3_txt2img.json").read_text("utf-8")), object_info)
+    distill = to_api_prompt(json.loads((ROOT / "workflows" / "epd_sd15_distill.json").read_text("utf-8")), object_info)
+    prepare(sd3, object_info, real_model_files[1])
+    prepare(distill, object_info, real_model_files[1])
+    of = {node["class_type"]: node_id for node_id, node in sd3.items()}
+    guider = sd3[of["CFGGuider"]]["inputs"]
+    trainer = next(node for node in distill.values() if node["class_type"] == "EPD_Distill")
+    trainer["inputs"].update(model=guider["model"], positive=guider["positive"], negative=guider["negative"],
+                             cfg=guider["cfg"], form="data", learn_sigmas=True)  # fmt: skip
+    sd3["90"] = trainer
+    sd3["91"] = {
+        "class_type": "EPD_SaveTable",
+        "inputs": {"table": ["90", 0], "name": "sd3_distilled", "overwrite": True},
+    }
+    sd3[of["EPD_Sigmas"]]["inputs"]["table"] = ["90", 0]
+    sd3[of["EPD_Sampler"]]["inputs"]["table"] = ["90", 0]
+    result, left_out = run_prompt(server, sd3)
+    assert not left_out, left_out
+    table = load_table(server.base / "models" / "epd" / "sd3_distilled.safetensors")
+    assert (table.metadata["provenance"], table.metadata["kind"], table.metadata["iterations"]) == (
+        "distilled",
+        "flow",
+        2,
+    )
+    assert float(table.sigmas[0]) <= 1.0 and table.num_steps == 2
+    check_outputs(server, sd3, result)
