@@ -34,7 +34,7 @@ from epd_core.digits import (  # noqa: E402
     reference_solution,
     solution_error,
     start_noise,
-)  # noqa: E402
+)
 from epd_core.distill import DistillConfig, distill  # noqa: E402
 from epd_core.grids import epd_sigmas  # noqa: E402
 from epd_core.solver import StepConfig, run_epd  # noqa: E402

@@ -9,6 +9,7 @@ as k-diffusion does, because the midpoint and the trapezoid need sigma_next > 0.
 
 from __future__ import annotations
 
+import itertools
 import math
 from collections.abc import Callable
 from typing import Any
@@ -24,8 +25,7 @@ def _d(model: Callable, x: torch.Tensor, sigma: float, extra_args: dict[str, Any
 
 
 def _steps(sigmas: torch.Tensor) -> list[tuple[float, float]]:
-    values = sigmas.tolist()
-    return list(zip(values[:-1], values[1:]))
+    return list(itertools.pairwise(sigmas.tolist()))
 
 
 def run_euler(model, x, sigmas, extra_args=None) -> torch.Tensor:

@@ -219,8 +219,8 @@ class EPDParams:
         r_t, lam_t = _as_f64("r", r), _as_f64("lam", lam)
         _check_values(r_t, lam_t)
         scales = {}
-        for name, values, s in (("c", c, scale_dir), ("a", a, scale_time)):
-            s = _check_scale_range("scale_dir" if name == "c" else "scale_time", s)
+        for name, values, given in (("c", c, scale_dir), ("a", a, scale_time)):
+            s = _check_scale_range("scale_dir" if name == "c" else "scale_time", given)
             scales[name] = torch.zeros_like(r_t) if values is None else _scale_logits(name, values, s, r_t.shape)
         return cls(
             logits_from_positions(r_t),

@@ -16,7 +16,7 @@ from .atomic import atomic_write
 
 def encode_png(gray: np.ndarray) -> bytes:
     """8-bit grayscale PNG bytes of an [H, W] array of values in [0, 1]."""
-    from PIL import Image  # noqa: PLC0415 (optional extra, see the module docstring)
+    from PIL import Image  # optional extra, imported here (see the module docstring)
 
     pixels = (np.clip(gray, 0.0, 1.0) * 255 + 0.5).astype(np.uint8)
     buffer = io.BytesIO()

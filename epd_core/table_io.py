@@ -56,7 +56,7 @@ def _stamped_metadata(params: EPDParams, *, created: bool) -> dict[str, Any]:
     meta = dict(params.metadata)
     meta.setdefault("provenance", "unknown")
     if created:
-        now = _dt.datetime.now(_dt.timezone.utc)  # noqa: UP017 (datetime.UTC needs 3.11; ComfyUI runs on 3.10)
+        now = _dt.datetime.now(_dt.timezone.utc)  # datetime.UTC needs 3.11; ComfyUI runs on 3.10
         meta.setdefault("created", now.isoformat(timespec="seconds"))
     return meta
 
@@ -140,7 +140,7 @@ def table_from_json(text: str) -> EPDParams:
         raise ValueError(f"{source} is not valid JSON: {err}; paste the text written by EPD Save Table.") from err
     if not isinstance(obj, dict):
         # ValueError, like every other problem with the pasted text (callers catch one type).
-        raise ValueError(f"{source} must be a JSON object, got {type(obj).__name__}.")  # noqa: TRY004
+        raise ValueError(f"{source} must be a JSON object, got {type(obj).__name__}.")
     names = (*VALUE_ARRAYS, "sigmas", *LOGIT_ARRAYS)
     try:
         arrays = {k: torch.tensor(obj[k], dtype=torch.float64) for k in names if k in obj}

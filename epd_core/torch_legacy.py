@@ -10,10 +10,10 @@ Why not ``torch.load(io.BytesIO(blob), weights_only=True)`` (decided for issue 1
 this legacy format too, but (1) its allow-list is process-wide state, extended by
 ``torch.serialization.add_safe_globals`` from any other code in the ComfyUI process, so
 "nothing from the file runs" would depend on what other packs registered; here the list
-is local and holds only storage types and ``_rebuild_tensor(_v2)``; (2) it allocates
-each storage at the size the blob claims, while ``_read_storage`` checks the count
-against the bytes actually present, inside the importer's byte budget
-(upstream.MAX_PICKLE_BYTES, issue 13); (3) its accepted inputs change between torch
+is local and holds only storage types and ``_rebuild_tensor(_v2)``; (2) torch.load takes
+no size budget, while ``_read_storage`` checks each storage's count against the bytes
+actually present, inside the importer's byte budget (upstream.MAX_PICKLE_BYTES, issue 13);
+(3) its accepted inputs change between torch
 releases, and the importer's refusals are tested on exact texts. The reader stays.
 """
 
@@ -99,7 +99,7 @@ def read_legacy_storage(blob: bytes) -> torch.Tensor:
     anything else raises ValueError.
     """
     if not isinstance(blob, (bytes, bytearray)):
-        raise ValueError(f"a torch storage blob must be bytes, got {type(blob).__name__}")  # noqa: TRY004
+        raise ValueError(f"a torch storage blob must be bytes, got {type(blob).__name__}")
     try:
         return _read_blob(io.BytesIO(blob))
     except _DECODE_ERRORS as err:

@@ -98,7 +98,7 @@ def _load_from_bytes(blob: Any) -> TensorBox:
 def _rebuild_tensor_v2(storage: Any, offset: Any, size: Any, stride: Any, *_: Any) -> TensorBox:
     """Stand-in for torch._utils._rebuild_tensor_v2 (requires_grad, hooks and metadata are ignored)."""
     if not isinstance(storage, TensorBox):
-        raise ValueError(f"tensor storage must come from a storage blob, got {type(storage).__name__}")  # noqa: TRY004
+        raise ValueError(f"tensor storage must come from a storage blob, got {type(storage).__name__}")
     return TensorBox(strided_copy(storage.value, offset, size, stride))
 
 
@@ -166,7 +166,7 @@ def _predictor_and_loss(obj: Any, source: str) -> tuple[PersistentObject, Persis
         raise ValueError(f"{source} holds {found!r} under 'model', expected an EPD_predictor; it is not an EPD table.")
     if not isinstance(model.state, dict) or not isinstance(model.state.get("_parameters"), dict):
         # A damaged file is a bad value, not a caller's type error: ValueError like every other import problem.
-        raise ValueError(f"{source}: the EPD_predictor has no _parameters; the file is damaged.")  # noqa: TRY004
+        raise ValueError(f"{source}: the EPD_predictor has no _parameters; the file is damaged.")
     return model, loss if isinstance(loss, PersistentObject) else None
 
 

@@ -189,7 +189,7 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
         help="the Inception-loss row trains both stages on P teacher batches of 10 "
         f"(default {INCEPTION_POOL}; 0: refine the learned-sigmas row on fresh noise)",
     )
-    p.add_argument("--pool-seed", type=int, default=0, help="noise seed of that pool")  # fmt: skip
+    p.add_argument("--pool-seed", type=int, default=0, help="noise seed of that pool")
     p.add_argument("--only", nargs="*", default=None, help="run only these rows (names as in the JSON)")
     p.add_argument("--tag", default="main", help="JSON name: fmnist_cond_<tag>.json")
     p.add_argument("--out", type=Path, default=Path("bench/results"))

@@ -33,8 +33,8 @@ def save_module(
     """Write ``module``'s floating-point state as ``dtype`` atomically (epd_core.atomic.atomic_write)."""
     path = Path(path)
     tensors = {}
-    for name, value in module.state_dict().items():
-        value = value.detach().cpu()
+    for name, stored in module.state_dict().items():
+        value = stored.detach().cpu()
         tensors[name] = (value.to(dtype) if value.is_floating_point() else value).contiguous()
     meta = {"format": fmt, "format_version": FORMAT_VERSION, "config": json.dumps(dict(config), sort_keys=True)}
     meta |= {key: json.dumps(value) for key, value in info.items()}
@@ -53,7 +53,7 @@ def read_checkpoint(
     try:
         with safe_open(str(path), framework="pt") as f:
             meta = f.metadata() or {}
-            state = {k: f.get_tensor(k) for k in f.keys()}
+            state = {k: f.get_tensor(k) for k in f.keys()}  # noqa: SIM118 (safe_open has no __iter__)
     except SafetensorError as err:
         raise ValueError(f"{path}: not a readable safetensors file ({err})") from err
     if meta.get("format") != fmt or meta.get("format_version") != FORMAT_VERSION:

@@ -26,7 +26,7 @@ Reward = Callable[[torch.Tensor, Sequence[str]], torch.Tensor]
 VAL_SEED_BASE = 2**40
 
 
-class Cancelled(Exception):  # noqa: N818 - a signal, not an error
+class Cancelled(Exception):
     """Raised by a rollout (e.g. from a progress callback) to end the run; the loop returns its best table."""
 
 

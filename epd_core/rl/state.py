@@ -42,7 +42,7 @@ def load_policy(path: str | os.PathLike[str]) -> tuple[DirichletTablePolicy, int
     try:
         with safe_open(str(path), framework="pt") as f:
             meta = f.metadata() or {}
-            tensors = {k: f.get_tensor(k) for k in f.keys()}
+            tensors = {k: f.get_tensor(k) for k in f.keys()}  # noqa: SIM118 (safe_open has no __iter__)
     except (SafetensorError, OSError) as err:
         raise ValueError(f"{path}: not a readable safetensors file ({err})") from err
     if meta.get("format") != FORMAT or meta.get("format_version") != FORMAT_VERSION:

@@ -6,8 +6,8 @@ import pytest
 
 pytest.importorskip("sklearn", reason="the demo's digits come from scikit-learn")
 
-from epd_core.demo import ROUNDS, main  # noqa: E402
-from epd_core.png import encode_png  # noqa: E402
+from epd_core.demo import ROUNDS, main
+from epd_core.png import encode_png
 
 
 def test_demo_prints_the_table_and_writes_the_grid(tmp_path, capsys) -> None:

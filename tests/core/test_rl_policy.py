@@ -141,7 +141,7 @@ def test_policy_state_round_trips_and_refuses_other_files(tmp_path) -> None:
     assert iterations == 12 and loaded.concentration == 15.0
     assert torch.equal(loaded.log_prob(draw), policy.log_prob(draw))
     (tmp_path / "p.pt").write_bytes(b"\x80\x04junk")
-    with pytest.raises(ValueError, match="only from .safetensors"):
+    with pytest.raises(ValueError, match=r"only from \.safetensors"):
         load_policy(tmp_path / "p.pt")
     (tmp_path / "bad.safetensors").write_bytes(b"not a file")
     with pytest.raises(ValueError, match="not a readable safetensors"):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import math
 
 import pytest
@@ -121,7 +122,7 @@ def errors_at(steps_list: list[int], form: str, max_order: int = 1) -> list[floa
 def test_second_order_convergence(form: str) -> None:
     # Halving the step size divides the error of a second-order method by about 4.
     errs = errors_at([8, 16, 32], form)
-    orders = [math.log2(a / b) for a, b in zip(errs, errs[1:])]
+    orders = [math.log2(a / b) for a, b in itertools.pairwise(errs)]
     assert min(orders) > 1.8, (errs, orders)
 
 
@@ -211,7 +212,7 @@ def test_bad_options_are_named() -> None:
 
 def test_dtype_follows_the_model_input() -> None:
     x = start().float()
-    y = sample_epd(lambda x, s: GAUSS.denoise(x, s), x, get_sigmas_polynomial(4, 0.1, 10.0))
+    y = sample_epd(GAUSS.denoise, x, get_sigmas_polynomial(4, 0.1, 10.0))
     assert y.dtype == torch.float32
 
 

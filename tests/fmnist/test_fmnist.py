@@ -108,9 +108,9 @@ def test_classifier_accuracy(classifier, test_images):
 
 
 def test_loaders_refuse_pickles_and_wrong_formats(tmp_path):
-    with pytest.raises(ValueError, match="only from .safetensors"):
+    with pytest.raises(ValueError, match=r"only from \.safetensors"):
         load_denoiser(tmp_path / "model.pt")
-    with pytest.raises(ValueError, match="format 'fmnist-classifier'.*expected 'fmnist-edm-unet'"):
+    with pytest.raises(ValueError, match=r"format 'fmnist-classifier'.*expected 'fmnist-edm-unet'"):
         load_denoiser(CLASSIFIER_WEIGHTS)
     with pytest.raises(FileNotFoundError, match="README"):
         load_classifier(tmp_path / "absent.safetensors")
