@@ -11,9 +11,21 @@ from ..epd_core.distill import TEACHERS
 from ..epd_core.distill.loop import TARGETS
 from .comfy.api import io
 from .errors import node_errors
-from .options import CATEGORY, SCHEDULES, TABLE_FORMS
+from .options import CATEGORY, SCHEDULES
 from .train.distill import DISTILL_NODE, run_distill
-from .types import LossMap, num_points_input, table_input, table_output
+from .types import (
+    LossMap,
+    cfg_input,
+    conditioning_inputs,
+    form_input,
+    iterations_input,
+    lr_input,
+    num_points_input,
+    seed_input,
+    size_inputs,
+    table_input,
+    table_output,
+)
 
 log = logging.getLogger(__name__)
 
@@ -23,13 +35,9 @@ def distill_inputs() -> list[io.Input]:
     adv = {"advanced": True}
     return [
         io.Model.Input("model", tooltip="The model to distil the table for; it stays frozen."),
-        io.Conditioning.Input("positive", tooltip="Prompts to learn across; a list gives one prompt per sample row."),
-        io.Conditioning.Input("negative", tooltip="Negative prompt(s): one, or one per positive prompt."),
-        io.Float.Input(
-            "cfg", default=7.5, min=0.0, max=30.0, step=0.1, tooltip="Guidance scale; a table is specific to it."
-        ),
-        io.Int.Input("width", default=512, min=16, max=4096, step=8, tooltip="Image width the table is learned at."),
-        io.Int.Input("height", default=512, min=16, max=4096, step=8, tooltip="Image height the table is learned at."),
+        *conditioning_inputs("Prompts to learn across; a list gives one prompt per sample row."),
+        cfg_input("Guidance scale; a table is specific to it."),
+        *size_inputs("The table is learned at this image"),
         io.Int.Input("batch", default=4, min=1, max=64, tooltip="Noise samples per iteration."),
         io.Int.Input(
             "steps",
@@ -39,9 +47,7 @@ def distill_inputs() -> list[io.Input]:
             tooltip="Student EPD steps (2 model rounds each, 1 on an AFS first step).",
         ),
         num_points_input(),
-        io.Combo.Input(
-            "form", options=list(TABLE_FORMS), default="direction", tooltip="Step form the table is learned for."
-        ),
+        form_input(for_table=True),
         io.Combo.Input(
             "schedule", options=list(SCHEDULES), default="time_uniform", tooltip="Student grid (ends in 0)."
         ),
@@ -49,17 +55,9 @@ def distill_inputs() -> list[io.Input]:
         io.Int.Input(
             "teacher_substeps", default=15, min=1, max=100, tooltip="M: teacher steps inserted per student step."
         ),
-        io.Int.Input("iterations", default=100, min=1, max=100000, tooltip="Optimiser steps (one noise batch each)."),
-        io.Float.Input(
-            "lr",
-            default=0.2,
-            min=1e-5,
-            max=10.0,
-            step=0.01,
-            tooltip="Adam learning rate, cosine-decayed to lr_min.",
-            **adv,
-        ),
-        io.Float.Input("lr_min", default=0.01, min=1e-6, max=10.0, step=0.001, tooltip="Final learning rate.", **adv),
+        iterations_input(100, "Optimiser steps (one noise batch each)."),
+        lr_input("lr", 0.2, 1e-5, 10.0, 0.01, "Adam learning rate, cosine-decayed to lr_min."),
+        lr_input("lr_min", 0.01, 1e-6, 10.0, 0.001, "Final learning rate."),
         io.Combo.Input(
             "targets",
             options=list(TARGETS),
@@ -67,7 +65,7 @@ def distill_inputs() -> list[io.Input]:
             tooltip="global: teacher trajectory from the same noise; "
             "local: teacher restarted from the student's state; final: last state only (needs bptt).",
             **adv,
-        ),  # fmt: skip
+        ),
         io.Boolean.Input("bptt", default=False, tooltip="Backpropagate through all steps (more memory).", **adv),
         io.Float.Input(
             "scale_range",
@@ -86,9 +84,7 @@ def distill_inputs() -> list[io.Input]:
             **adv,
         ),
         io.Boolean.Input("afs", default=True, tooltip="Analytical first step: saves one model round from pure noise."),
-        io.Int.Input(
-            "seed", default=0, min=0, max=2**31 - 1, tooltip="Noise seed; the result is deterministic for a seed."
-        ),
+        seed_input("Noise seed; the result is deterministic for a seed."),
         table_input("Optional starting table (its grid and K are used; steps/schedule are then ignored)."),
         io.Vae.Input(
             "vae",

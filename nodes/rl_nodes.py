@@ -13,7 +13,18 @@ from .comfy.api import io
 from .errors import node_errors
 from .options import CATEGORY, FORMS
 from .train.rl import RL_NODE, run_rl
-from .types import EPDReward, LossMap, table_input, table_output
+from .types import (
+    EPDReward,
+    LossMap,
+    cfg_input,
+    conditioning_inputs,
+    iterations_input,
+    lr_input,
+    seed_input,
+    size_inputs,
+    table_input,
+    table_output,
+)
 
 
 def rl_inputs() -> list[io.Input]:
@@ -22,8 +33,7 @@ def rl_inputs() -> list[io.Input]:
     return [
         io.Model.Input("model", tooltip="The model to tune the table for; it is never trained."),
         io.Vae.Input("vae", tooltip="Decodes the rollouts to images for the reward."),
-        io.Conditioning.Input("positive", tooltip="Prompts: a list gives one prompt per group of images."),
-        io.Conditioning.Input("negative", tooltip="Negative prompt(s): one, or one per positive prompt."),
+        *conditioning_inputs("Prompts: a list gives one prompt per group of images."),
         EPDReward.Input("reward", tooltip="What to maximise: an EPD reward node (or EPD Reward Mix)."),
         table_input("The starting table (a distilled one works best); the policy starts exactly at it.", False),
         io.String.Input(
@@ -32,12 +42,11 @@ def rl_inputs() -> list[io.Input]:
             multiline=True,
             tooltip="The prompt texts, one per line in the order of the positives, for text-aware "
             "rewards (PickScore, CLIP). Leave empty for image-only rewards.",
-        ),  # fmt: skip
-        io.Float.Input("cfg", default=7.5, min=0.0, max=30.0, step=0.1, tooltip="Guidance scale of the rollouts."),
-        io.Int.Input("width", default=512, min=16, max=4096, step=8, tooltip="Rollout image width."),
-        io.Int.Input("height", default=512, min=16, max=4096, step=8, tooltip="Rollout image height."),
+        ),
+        cfg_input("Guidance scale of the rollouts."),
+        *size_inputs("Rollout image"),
         io.Combo.Input("form", options=list(FORMS), default="auto", tooltip="Step form (auto: the table's own)."),
-        io.Int.Input("iterations", default=50, min=1, max=100000, tooltip="Policy updates (one rollout batch each)."),
+        iterations_input(50, "Policy updates (one rollout batch each)."),
         io.Int.Input("prompts_per_step", default=2, min=1, max=64, tooltip="Prompts per rollout batch."),
         io.Int.Input(
             "group_size",
@@ -45,7 +54,7 @@ def rl_inputs() -> list[io.Input]:
             min=2,
             max=64,
             tooltip="Images per prompt, each with its own table and noise; rewards are compared within a group.",
-        ),  # fmt: skip
+        ),
         io.Float.Input(
             "concentration",
             default=20.0,
@@ -53,8 +62,8 @@ def rl_inputs() -> list[io.Input]:
             max=10000.0,
             step=0.5,
             tooltip="Dirichlet kappa: how far rollout tables stray from the mean (larger = closer).",
-        ),  # fmt: skip
-        io.Float.Input("lr", default=3e-3, min=1e-6, max=1.0, step=1e-4, tooltip="Adam learning rate.", **adv),
+        ),
+        lr_input("lr", 3e-3, 1e-6, 1.0, 1e-4, "Adam learning rate."),
         io.Float.Input(
             "kl_coef",
             default=0.01,
@@ -63,7 +72,7 @@ def rl_inputs() -> list[io.Input]:
             step=0.001,
             tooltip="KL penalty to the starting table; guards against reward hacking (0 = off).",
             **adv,
-        ),  # fmt: skip
+        ),
         io.Float.Input(
             "clip_range",
             default=0.2,
@@ -80,22 +89,22 @@ def rl_inputs() -> list[io.Input]:
             default="prompt",
             tooltip="prompt: baseline from images of the same prompt; mixed: upstream's mixed-prompt groups.",
             **adv,
-        ),  # fmt: skip
+        ),
         io.Int.Input(
             "eval_every",
             default=5,
             min=1,
             max=10000,
             tooltip="Iterations between scoring the mean table on fixed seeds (keeps the best; preview).",
-        ),  # fmt: skip
+        ),
         io.Int.Input("eval_per_prompt", default=2, min=1, max=64, tooltip="Validation images per prompt.", **adv),
-        io.Int.Input("seed", default=0, min=0, max=2**31 - 1, tooltip="Seed of the policy, the tables and the noise."),
+        seed_input("Seed of the policy, the tables and the noise."),
         io.String.Input(
             "policy_file",
             default="",
             optional=True,
             tooltip="Name in models/epd_rl to save the policy state to at every validation (empty = no file).",
-        ),  # fmt: skip
+        ),
         io.Boolean.Input("resume", default=False, optional=True, tooltip="Continue from policy_file when it exists."),
     ]
 

@@ -59,3 +59,42 @@ def overwrite_input() -> io.Input:
         default=False,
         tooltip="Replace an existing file of the same name instead of stopping with an error.",
     )
+
+
+# --- inputs shared by the training nodes -------------------------------------------------------
+
+
+def conditioning_inputs(positive_tooltip: str) -> list[io.Input]:
+    """Positive and negative CONDITIONING of a training node (lists: one prompt per row or group)."""
+    return [
+        io.Conditioning.Input("positive", tooltip=positive_tooltip),
+        io.Conditioning.Input("negative", tooltip="Negative prompt(s): one, or one per positive prompt."),
+    ]
+
+
+def cfg_input(tooltip: str) -> io.Input:
+    """The guidance scale a table is trained at."""
+    return io.Float.Input("cfg", default=7.5, min=0.0, max=30.0, step=0.1, tooltip=tooltip)
+
+
+def size_inputs(what: str) -> list[io.Input]:
+    """Width and height in pixels, multiples of 8."""
+    return [
+        io.Int.Input(side, default=512, min=16, max=4096, step=8, tooltip=f"{what} {side}.")
+        for side in ("width", "height")
+    ]
+
+
+def iterations_input(default: int, tooltip: str) -> io.Input:
+    """Optimiser steps of a training node."""
+    return io.Int.Input("iterations", default=default, min=1, max=100000, tooltip=tooltip)
+
+
+def lr_input(name: str, default: float, low: float, high: float, step: float, tooltip: str) -> io.Input:
+    """An Adam learning rate (advanced)."""
+    return io.Float.Input(name, default=default, min=low, max=high, step=step, tooltip=tooltip, advanced=True)
+
+
+def seed_input(tooltip: str) -> io.Input:
+    """The seed that makes a training run deterministic."""
+    return io.Int.Input("seed", default=0, min=0, max=2**31 - 1, tooltip=tooltip)
