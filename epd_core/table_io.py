@@ -24,7 +24,7 @@ from .params import EPDParams
 
 FORMAT = "epd-table"
 FORMAT_VERSION = "1"
-PICKLE_SUFFIXES = (".pkl", ".pickle", ".pt", ".pth", ".ckpt")
+PICKLE_SUFFIXES = (".pkl", ".pickle", ".pt", ".pth", ".ckpt", ".bin")  # torch.save / pickle files, never opened
 VALUE_ARRAYS = ("r", "lam", "c", "a")
 LOGIT_ARRAYS = ("r_logits", "weight_logits", "scale_dir_logits", "scale_time_logits")
 _CONSISTENCY_ATOL = 1e-9  # stored values vs. the values recomputed from the stored logits
@@ -93,6 +93,11 @@ def _header_str(value: Any) -> str:
     return repr(value) if isinstance(value, float) else str(value)
 
 
+def looks_like_pickle(head: bytes) -> bool:
+    """A file's first bytes are a raw pickle (protocol >= 2, 0x80) or a torch.save zip archive ('PK')."""
+    return head[:1] == b"\x80" or head[:2] == b"PK"
+
+
 def _sniff(path: Path) -> None:
     """Accept a safetensors header; refuse pickle (0x80 protocol byte) and zip ('PK', torch.save) files."""
     size = path.stat().st_size
@@ -101,7 +106,7 @@ def _sniff(path: Path) -> None:
     n = int.from_bytes(head[:8], "little") if len(head) >= 8 else -1
     if len(head) == 9 and head[8:9] == b"{" and 2 <= n <= size - 8:
         return
-    if head[:1] == b"\x80" or head[:2] == b"PK":
+    if looks_like_pickle(head):
         raise _pickle_refusal(path)
     raise ValueError(f"{path} is not a safetensors EPD table (first bytes {head!r}); save tables with save_table.")
 

@@ -9,9 +9,10 @@ import logging
 
 from ..epd_core.distill import TEACHERS
 from ..epd_core.distill.loop import TARGETS
+from ..epd_core.vocab import SCHEDULE_CHOICES
 from .comfy.api import io
 from .errors import node_errors
-from .options import CATEGORY, SCHEDULES
+from .options import CATEGORY
 from .train.distill import DISTILL_NODE, run_distill
 from .types import (
     LossMap,
@@ -49,7 +50,7 @@ def distill_inputs() -> list[io.Input]:
         num_points_input(),
         form_input(for_table=True),
         io.Combo.Input(
-            "schedule", options=list(SCHEDULES), default="time_uniform", tooltip="Student grid (ends in 0)."
+            "schedule", options=list(SCHEDULE_CHOICES), default="time_uniform", tooltip="Student grid (ends in 0)."
         ),
         io.Combo.Input("teacher", options=list(TEACHERS), default="dpm_2", tooltip="High-accuracy teacher solver."),
         io.Int.Input(

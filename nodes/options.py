@@ -1,23 +1,12 @@
 """Choices and defaults shared by the EPD nodes and the ComfyUI boundary (comfyui-integration.md §1.6, §9).
 
-Plain constants, no ComfyUI imports. ``DEFAULT_FORM`` is the single place that decides
-which EPD step form the nodes and the optional KSampler entry use by default.
+Plain constants, no ComfyUI imports. The choices and defaults themselves (forms, tails, kinds,
+schedules, with "auto") are the engine's vocabulary, epd_core.vocab, which the nodes import
+directly; this module holds the node category, the KSampler entry's names and the tooltips.
 """
 
 from __future__ import annotations
 
-# Measured (README benchmark): with CFG 1 the direction form on the default grid has about half the
-# error of the data form; with CFG > 1 only the data form never diverged (direction reached 98 at
-# CFG 7.5 on a karras grid). "auto" picks by the guider's cfg, or follows the table's recorded form.
-DEFAULT_FORM = "auto"
-FORMS = ("auto", "direction", "data")
-TABLE_FORMS = ("direction", "data")
-DEFAULT_TABLE_FORM = "data"
-PARALLEL_MODES = ("auto", "batched", "sequential")
-AFS_MODES = ("auto", "on", "off")
-TAILS = ("auto", "drop", "stop", "keep")
-TABLE_KINDS = ("auto", "gauss_legendre", "uniform")
-SCHEDULES = ("auto", "polynomial", "logsnr", "time_uniform", "discrete", "flowmatch")
 CATEGORY = "sampling/custom_sampling/epd"
 KSAMPLER_ENTRY_ENV = "EPD_KSAMPLER_ENTRY"
 KSAMPLER_ENTRY_NAME = "epd"

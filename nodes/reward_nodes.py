@@ -206,7 +206,7 @@ def mix_inputs() -> list[io.Input]:
                 tooltip=f"Weight of reward {i}; 0 leaves it out. Weights need not sum to 1.",
             )
         )
-    return inputs  # fmt: skip
+    return inputs
 
 
 class EPDRewardMix(io.ComfyNode):
@@ -263,7 +263,7 @@ class EPDScoreImages(io.ComfyNode):
                     tooltip="The prompt of the images, for "
                     "text-aware rewards: one line for all images, or one line per image.",
                 ),
-            ],  # fmt: skip
+            ],
             outputs=[
                 io.Float.Output(display_name="mean", tooltip="Mean score over the batch."),
                 io.String.Output(display_name="scores", tooltip="Per-image scores, comma-separated, batch order."),

@@ -9,9 +9,10 @@ from __future__ import annotations
 import torch
 
 from ..epd_core.rl.objective import GROUPINGS
+from ..epd_core.vocab import FORM_CHOICES
 from .comfy.api import io
 from .errors import node_errors
-from .options import CATEGORY, FORMS
+from .options import CATEGORY
 from .train.rl import RL_NODE, run_rl
 from .types import (
     EPDReward,
@@ -45,7 +46,9 @@ def rl_inputs() -> list[io.Input]:
         ),
         cfg_input("Guidance scale of the rollouts."),
         *size_inputs("Rollout image"),
-        io.Combo.Input("form", options=list(FORMS), default="auto", tooltip="Step form (auto: the table's own)."),
+        io.Combo.Input(
+            "form", options=list(FORM_CHOICES), default="auto", tooltip="Step form (auto: the table's own)."
+        ),
         iterations_input(50, "Policy updates (one rollout batch each)."),
         io.Int.Input("prompts_per_step", default=2, min=1, max=64, tooltip="Prompts per rollout batch."),
         io.Int.Input(
@@ -127,7 +130,7 @@ class EPDRLTune(io.ComfyNode):
                 table_output(),
                 LossMap.Output(display_name="rewards", tooltip="Mean reward per iteration, for Plot Loss Graph."),
                 io.Image.Output(display_name="preview", tooltip="The last validation images of the mean table."),
-            ],  # fmt: skip
+            ],
             hidden=[io.Hidden.unique_id],
             is_input_list=True,
             is_experimental=True,

@@ -4,9 +4,10 @@ from __future__ import annotations
 
 from typing import Any
 
+from ..epd_core.vocab import AFS_CHOICES, DEFAULT_FORM_CHOICE, PARALLEL_CHOICES, SCHEDULE_CHOICES
 from .comfy import sampling
 from .comfy.api import io
-from .options import AFS_MODES, CATEGORY, DEFAULT_FORM, PARALLEL_MODES, SCHEDULES
+from .options import CATEGORY
 from .types import form_input, num_points_input, table_input, tail_input
 
 
@@ -35,7 +36,7 @@ def sampler_inputs() -> list[io.Input]:
         form_input(),
         io.Combo.Input(
             "parallel",
-            options=list(PARALLEL_MODES),
+            options=list(PARALLEL_CHOICES),
             default="auto",
             advanced=True,
             tooltip="batched: the K points in one K*batch model call. sequential: one call per point (less memory). "
@@ -51,7 +52,7 @@ def sampler_inputs() -> list[io.Input]:
         ),
         io.Combo.Input(
             "afs",
-            options=list(AFS_MODES),
+            options=list(AFS_CHOICES),
             default="auto",
             tooltip="Analytical first step: skip the first model call at pure noise. auto: as the table says (off "
             "without a table). Never used when the sigmas start below the model's sigma_max (img2img, denoise < 1).",
@@ -82,7 +83,7 @@ class EPDSampler(io.ComfyNode):
         num_points: int = 2,
         plugin: bool = False,
         max_order: int = 3,
-        form: str = DEFAULT_FORM,
+        form: str = DEFAULT_FORM_CHOICE,
         parallel: str = "auto",
         chunk_size: int = 0,
         afs: str = "auto",
@@ -110,7 +111,7 @@ def sigmas_inputs() -> list[io.Input]:
         ),
         io.Combo.Input(
             "schedule",
-            options=list(SCHEDULES),
+            options=list(SCHEDULE_CHOICES),
             default="auto",
             tooltip="Default grid. auto: discrete for SD1.x/SDXL, flowmatch with the model's shift for SD3/Flux, "
             "polynomial (EDM, rho 7) otherwise. Ignored when a table is connected.",

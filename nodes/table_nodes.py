@@ -6,10 +6,11 @@ from typing import Any
 
 from ..epd_core.table_io import table_from_json, table_to_json
 from ..epd_core.tables import default_table
+from ..epd_core.vocab import DEFAULT_TABLE_FORM, TABLE_KIND_CHOICES
 from .comfy import sampling
 from .comfy.api import io, ui
 from .errors import node_errors
-from .options import CATEGORY, DEFAULT_TABLE_FORM, TABLE_KINDS
+from .options import CATEGORY
 from .types import form_input, num_points_input, table_input, table_output, tail_input
 
 DEFAULT_TABLE = "EPD Default Table"
@@ -23,7 +24,7 @@ def default_table_inputs() -> list[io.Input]:
         num_points_input(with_table=False),
         io.Combo.Input(
             "kind",
-            options=list(TABLE_KINDS),
+            options=list(TABLE_KIND_CHOICES),
             default="auto",
             tooltip="gauss_legendre: the K-point quadrature rule of each step. "
             "uniform: points spread around mid-step with equal weights (the RL cold start). "

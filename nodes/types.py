@@ -2,17 +2,9 @@
 
 from __future__ import annotations
 
+from ..epd_core.vocab import AUTO, DEFAULT_FORM_CHOICE, DEFAULT_TABLE_FORM, FORM_CHOICES, FORMS, TAIL_CHOICES
 from .comfy.api import io
-from .options import (
-    DEFAULT_FORM,
-    DEFAULT_TABLE_FORM,
-    FORM_TOOLTIP,
-    FORMS,
-    TABLE_FORM_TOOLTIP,
-    TABLE_FORMS,
-    TAIL_TOOLTIP,
-    TAILS,
-)
+from .options import FORM_TOOLTIP, TABLE_FORM_TOOLTIP, TAIL_TOOLTIP
 
 EPDTable = io.Custom("EPD_TABLE")
 EPDReward = io.Custom("EPD_REWARD")
@@ -34,13 +26,13 @@ def table_output() -> io.Output:
 def form_input(for_table: bool = False) -> io.Input:
     """The step-form combo: auto | direction | data on the sampler, direction | data on a table."""
     if for_table:
-        return io.Combo.Input("form", options=list(TABLE_FORMS), default=DEFAULT_TABLE_FORM, tooltip=TABLE_FORM_TOOLTIP)
-    return io.Combo.Input("form", options=list(FORMS), default=DEFAULT_FORM, tooltip=FORM_TOOLTIP)
+        return io.Combo.Input("form", options=list(FORMS), default=DEFAULT_TABLE_FORM, tooltip=TABLE_FORM_TOOLTIP)
+    return io.Combo.Input("form", options=list(FORM_CHOICES), default=DEFAULT_FORM_CHOICE, tooltip=FORM_TOOLTIP)
 
 
 def tail_input() -> io.Input:
     """The sigma-tail combo (auto | drop | stop | keep)."""
-    return io.Combo.Input("tail", options=list(TAILS), default="auto", tooltip=TAIL_TOOLTIP, advanced=True)
+    return io.Combo.Input("tail", options=list(TAIL_CHOICES), default=AUTO, tooltip=TAIL_TOOLTIP, advanced=True)
 
 
 K_TOOLTIP = "K, the number of intermediate points evaluated in parallel per step (one batched model call)."

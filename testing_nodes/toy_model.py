@@ -20,7 +20,7 @@ like SD1.x) rounds every sigma to one of 1000 training timesteps, as real discre
 from __future__ import annotations
 
 import dataclasses
-from typing import Any
+from typing import Any, ClassVar
 
 import comfy.latent_formats
 import comfy.model_base
@@ -38,8 +38,8 @@ MIXTURE_FIELDS = ("log_weights", "means", "eigvecs", "eigvals", "labels")
 class ToyConfig(comfy.supported_models_base.BASE):
     """Model config that skips UNet creation; the exact denoiser is attached afterwards."""
 
-    unet_config = {"disable_unet_model_creation": True}
-    unet_extra_config = {}
+    unet_config: ClassVar[dict[str, Any]] = {"disable_unet_model_creation": True}
+    unet_extra_config: ClassVar[dict[str, Any]] = {}
     latent_format = comfy.latent_formats.LatentFormat
     memory_usage_factor = 1.0
 

@@ -20,6 +20,7 @@ from ..grids import epd_sigmas
 from ..solver import StepConfig
 from ..table_io import save_table
 from ..tables import default_table
+from ..vocab import DEFAULT_TABLE_FORM, FORMS
 from .loop import TARGETS, DistillConfig, distill
 from .teacher import TEACHERS
 
@@ -47,7 +48,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--kind", choices=("ve", "flow"), default="ve")
     p.add_argument("--steps", type=int, default=3, help="student steps (2 rounds each, 1 on the AFS first step)")
     p.add_argument("--num-points", type=int, default=2)
-    p.add_argument("--form", choices=("direction", "data"), default="direction")
+    p.add_argument("--form", choices=FORMS, default=DEFAULT_TABLE_FORM, help="step form (default: the sampler's)")
     p.add_argument("--schedule", default="time_uniform")
     p.add_argument("--scale-range", type=float, default=0.05, help="learned scales stay within 1 +/- this; 0 = off")
     p.add_argument("--no-afs", action="store_true")

@@ -17,12 +17,12 @@ import folder_paths
 from safetensors import SafetensorError
 from safetensors.torch import load_file
 
+from ...epd_core.table_io import PICKLE_SUFFIXES, looks_like_pickle
 from . import folders
 
 AESTHETIC = "epd_aesthetic"
 CLIP = "epd_clip"
 SUBFOLDERS = {AESTHETIC: os.path.join("epd_rewards", "aesthetic"), CLIP: os.path.join("epd_rewards", "clip")}
-PICKLE_SUFFIXES = (".pt", ".pth", ".bin", ".pkl", ".ckpt")
 HEAD_EXTENSIONS = {".safetensors", *PICKLE_SUFFIXES}
 CONVERT_HINT = (
     'convert it once, in an environment you trust, with: python -c "import torch, safetensors.torch as s; '
@@ -95,11 +95,10 @@ def refuse_pickle(path: str, node: str) -> None:
         )
 
 
-def looks_like_pickle(path: str) -> bool:
+def starts_like_pickle(path: str) -> bool:
     """True if a file starts like a torch.save archive (zip) or a raw pickle (protocol >= 2)."""
     with open(path, "rb") as fh:
-        head = fh.read(4)
-    return head.startswith(b"PK\x03\x04") or head[:1] == b"\x80"
+        return looks_like_pickle(fh.read(4))
 
 
 def load_safetensors(path: str, node: str) -> dict:
@@ -112,7 +111,7 @@ def load_safetensors(path: str, node: str) -> dict:
     except (SafetensorError, OSError, ValueError) as err:
         hint = (
             "it looks like a PyTorch pickle renamed to .safetensors; " + CONVERT_HINT.format(src=path, dst=path)
-            if looks_like_pickle(path)
+            if starts_like_pickle(path)
             else "re-download or re-convert it"
         )
         raise ValueError(f"{node}: {path} is not a valid .safetensors file ({err}); {hint}") from err

@@ -21,15 +21,15 @@ import torch
 
 from ...epd_core import schedules
 from ...epd_core.params import EPDParams
-from ...epd_core.solver import StepConfig, prepare_sigmas, run_rows, sample_epd, sample_epd_plugin
-from .. import plan
+from ...epd_core.plan import RunPlan, plan_run, prepare_sigmas, resolve_tail
+from ...epd_core.solver import StepConfig, StepRow, run_rows, table_rows
+from ...epd_core.vocab import AFS_CHOICES, AUTO, DEFAULT_FORM_CHOICE, PARALLEL_CHOICES
 from ..compat import table_mismatch
-from ..options import AFS_MODES, DEFAULT_FORM, KSAMPLER_ENTRY_NAME, PARALLEL_MODES
+from ..options import KSAMPLER_ENTRY_NAME
 
 log = logging.getLogger(__name__)
 
 SAMPLER_NODE = "EPD Sampler"
-AFS_REL_TOL = 1e-3  # a first sigma within 0.1 % of sigma_max counts as a pure-noise start
 
 
 # --- model_sampling -------------------------------------------------------------------------
@@ -71,7 +71,10 @@ def guider_cfg(model: Any) -> float | None:
 def table_grid(sigmas: torch.Tensor, tail: str) -> torch.Tensor:
     """EPD Default Table's grid: without a model, auto drops the penultimate sigma of a grid ending in 0."""
     grid = sigmas.detach().to("cpu").double()
-    return prepare_sigmas(grid, plan.table_tail(tail))
+    try:
+        return prepare_sigmas(grid, resolve_tail(tail, grid, None))
+    except ValueError as err:
+        raise ValueError(f"EPD Default Table: {err}") from err
 
 
 def _model_config_of(model: Any) -> Any:
@@ -202,8 +205,8 @@ def _inpaint_blocker(model: Any, extra_args: dict[str, Any], batch: int) -> str 
 
 def resolve_parallel(parallel: str, model: Any, extra_args: dict[str, Any], batch: int) -> str:
     """auto -> sequential under an untileable mask or a context-window handler, else batched."""
-    if parallel not in PARALLEL_MODES:
-        raise ValueError(f"{SAMPLER_NODE}: parallel={parallel!r} is not one of {PARALLEL_MODES}.")
+    if parallel not in PARALLEL_CHOICES:
+        raise ValueError(f"{SAMPLER_NODE}: parallel={parallel!r} is not one of {PARALLEL_CHOICES}.")
     blocker = _inpaint_blocker(model, extra_args, batch)
     if parallel == "batched" and blocker:
         raise ValueError(
@@ -219,21 +222,39 @@ def resolve_parallel(parallel: str, model: Any, extra_args: dict[str, Any], batc
     return "batched"
 
 
-def resolve_afs(afs: str, params: EPDParams | None, sigma0: float, model_sampling: Any) -> bool:
-    """AFS as asked (auto = the table's flag), but only from pure noise: never for img2img / denoise < 1."""
-    if afs not in AFS_MODES:
-        raise ValueError(f"{SAMPLER_NODE}: afs={afs!r} is not one of {AFS_MODES}.")
-    wanted = bool(params is not None and params.afs) if afs == "auto" else afs == "on"
-    sigma_max = float(model_sampling.sigma_max)
-    if wanted and sigma0 < sigma_max * (1.0 - AFS_REL_TOL):
-        log.info(
-            "%s: AFS skipped: the sigmas start at %.4g, below sigma_max %.4g (img2img or denoise < 1).",
+def afs_choice(afs: str) -> bool | None:
+    """The node's afs setting for epd_core.plan: auto -> None (the table's flag), on/off -> True/False."""
+    if afs not in AFS_CHOICES:
+        raise ValueError(f"{SAMPLER_NODE}: afs={afs!r} is not one of {AFS_CHOICES}.")
+    return None if afs == AUTO else afs == "on"
+
+
+def report_plan(run: RunPlan, params: EPDParams | None, max_order: int) -> None:
+    """Log what the plan changed or skipped: a re-based table, AFS off for img2img, option mismatches."""
+    if params is not None:
+        warn_table_options(params, run.form, max_order)
+    if run.rebased:
+        log.warning(
+            "%s: the sigmas differ from the table's grid (max |diff| %.3g); its positions are applied to the given "
+            "sigmas. Use EPD Sigmas with this table to sample on the grid it was made for.",
             SAMPLER_NODE,
-            sigma0,
-            sigma_max,
+            run.grid_diff,
         )
-        return False
-    return wanted
+    if run.afs_skipped:
+        log.info("%s: AFS skipped: the sigmas start at %.4g, below sigma_max (img2img or denoise < 1).",
+                 SAMPLER_NODE, float(run.sigmas[0]))  # fmt: skip
+
+
+def warn_table_options(params: EPDParams, form: str, max_order: int) -> None:
+    """One warning when the sampler's form or plugin setting differs from what the table was made for."""
+    made_form, made_sampler = params.metadata.get("form"), params.metadata.get("sampler")
+    if made_form not in (None, form):
+        log.warning("%s: the table was made for form=%r but sampling uses form=%r.", SAMPLER_NODE, made_form, form)
+    used = "epd_plugin" if max_order else "epd"
+    if made_sampler in ("epd", "epd_plugin") and made_sampler != used:
+        log.warning(
+            "%s: the table was made for sampler %r but the plugin setting gives %r.", SAMPLER_NODE, made_sampler, used
+        )
 
 
 def step_callback(callback: Callable | None, total: int, steps: int) -> Callable[[dict[str, Any]], None]:
@@ -264,13 +285,13 @@ def sample_epd_comfy(
     *,
     params: EPDParams | None = None,
     num_points: int = 2,
-    form: str = DEFAULT_FORM,
+    form: str = DEFAULT_FORM_CHOICE,
     parallel: str = "auto",
     chunk_size: int = 0,
     afs: str = "auto",
     tail: str = "auto",
     max_order: int = 0,
-    rows: list[dict[str, torch.Tensor]] | None = None,
+    rows: list[StepRow] | None = None,
 ) -> torch.Tensor:
     """Sampler function for comfy.samplers.KSAMPLER: EPD-Solver, or EPD-Plugin when max_order >= 1.
 
@@ -283,26 +304,22 @@ def sample_epd_comfy(
         return x
     extra_args = {} if extra_args is None else dict(extra_args)
     model_sampling = model_sampling_of(model)
-    tail = plan.resolve_tail(tail, sigmas, float(model_sampling.sigma_min))
-    grid = plan.run_grid(sigmas, params, tail)
-    params = plan.fit_table(params, grid, tail)
-    form = plan.resolve_form(form, params, guider_cfg(model))
     if params is not None:
         check_table_fits(params, model_sampling, _model_config_of(model), SAMPLER_NODE)
-        plan.warn_table_options(params, form, max_order)
+    try:
+        run = plan_run(sigmas, params, num_points=num_points, form=form, tail=tail, afs=afs_choice(afs),
+                       sigma_min=float(model_sampling.sigma_min), sigma_max=float(model_sampling.sigma_max),
+                       cfg=guider_cfg(model))  # fmt: skip
+    except ValueError as err:
+        raise ValueError(f"{SAMPLER_NODE}: {err}") from err
+    report_plan(run, params, max_order)
     mode = resolve_parallel(parallel, model, extra_args, x.shape[0])
     tiled = mode == "batched" and extra_args.get("denoise_mask") is not None
     denoiser = TiledInpaint(model, x.shape[0]) if tiled else model
-    use_afs = resolve_afs(afs, params, float(grid[0]), model_sampling)
-    options = {"params": params, "num_points": num_points, "kind": kind_of(model_sampling), "form": form}
-    options.update(parallel=mode, chunk_size=chunk_size, afs=use_afs, tail="keep")
-    report = step_callback(callback, len(sigmas) - 1, len(grid) - 1)
-    if rows is not None:
-        config = StepConfig(options["kind"], form, use_afs, max(max_order, 1), mode, chunk_size)
-        return run_rows(denoiser, x, grid, rows, config, extra_args, report)
-    if max_order:
-        return sample_epd_plugin(denoiser, x, grid, extra_args, report, disable, max_order=max_order, **options)
-    return sample_epd(denoiser, x, grid, extra_args, report, disable, **options)
+    config = StepConfig(kind_of(model_sampling), run.form, run.afs, max(max_order, 1), mode, chunk_size)
+    report = step_callback(callback, len(sigmas) - 1, len(run.sigmas) - 1)
+    return run_rows(denoiser, x, run.sigmas, table_rows(run.params) if rows is None else rows, config, extra_args,
+                    report)  # fmt: skip
 
 
 def make_guider(model_patcher: Any, positive: Any, negative: Any, cfg: float) -> comfy.samplers.CFGGuider:

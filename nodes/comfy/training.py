@@ -45,8 +45,8 @@ def clone_tensors(value: Any) -> Any:
     if isinstance(value, (list, tuple)):
         return type(value)(clone_tensors(v) for v in value)
     if hasattr(value, "cond") and isinstance(getattr(value, "cond", None), torch.Tensor):
-        copy = value._copy_with(value.cond.clone()) if hasattr(value, "_copy_with") else value
-        return copy
+        # CONDRegular & co. (comfy.conds) copy themselves with _copy_with, as ComfyUI's own code does
+        return value._copy_with(value.cond.clone()) if hasattr(value, "_copy_with") else value
     return value
 
 

@@ -10,8 +10,8 @@ import logging
 import os
 from typing import Any
 
+from ...epd_core.plan import resolve_form
 from ...epd_core.rl import RLConfig, load_policy, make_policy, rl_tune, save_policy
-from .. import plan
 from ..comfy import folders, rollout, training
 from ..errors import check_negatives, prompt_lines, table_file_name
 
@@ -60,7 +60,7 @@ def start_policy(table, config: RLConfig, path: str | None, resume: bool):
 def make_rollout(model, vae, positive, negative, opts, table) -> rollout.ComfyRollout:
     """The guider + VAE rollout for these prompts, on the table's own grid."""
     check_negatives(positive, negative, RL_NODE)
-    form = plan.resolve_form(opts["form"], table, opts["cfg"])
+    form = resolve_form(opts["form"], table, opts["cfg"])
     return rollout.ComfyRollout(model, vae, positive, negative, opts["cfg"], (opts["width"], opts["height"]),
                                   table, form, RL_NODE)  # fmt: skip
 

@@ -6,11 +6,11 @@ import pytest
 
 pytest.importorskip("comfy", reason="set COMFYUI_PATH to a ComfyUI checkout")
 
-import comfy.model_management  # noqa: E402
-import torch  # noqa: E402
-from comfyui_epd.epd_core.digits import digits_mixture  # noqa: E402
-from comfyui_epd.nodes.comfy import training  # noqa: E402
-from comfyui_epd.nodes.distill_nodes import EPDDistill, run_distill  # noqa: E402
+import comfy.model_management
+import torch
+from comfyui_epd.epd_core.digits import digits_mixture
+from comfyui_epd.nodes.comfy import training
+from comfyui_epd.nodes.distill_nodes import EPDDistill, run_distill
 
 toy = pytest.importorskip("testing_nodes.toy_model", reason="testing_nodes needs ComfyUI")
 
@@ -134,7 +134,7 @@ def test_autograd_safe_swaps_inference_tensors_once_and_keeps_values_and_ties():
     for old, new in zip(before, (net[0].weight, net[0].bias, net.scale)):
         assert torch.equal(old, new) and not new.is_inference()
     assert x.grad is not None and torch.isfinite(x.grad).all()
-    with torch.inference_mode(), pytest.raises(RuntimeError, match="outside torch.inference_mode"):
+    with torch.inference_mode(), pytest.raises(RuntimeError, match=r"outside torch\.inference_mode"):
         training.autograd_safe(net)
 
 
@@ -168,7 +168,7 @@ def test_learned_sigmas_reach_the_table_and_epd_sigmas(model):
 
     pos, neg = [toy.class_conditioning(c) for c in (1, 7)], [toy.empty_conditioning()]
     fixed, _ = run_distill(model, pos, neg, options(iterations=4, steps=3), None)
-    learned, losses = run_distill(model, pos, neg, options(iterations=4, steps=3, learn_sigmas=True), None)
+    learned, _ = run_distill(model, pos, neg, options(iterations=4, steps=3, learn_sigmas=True), None)
     assert learned.metadata["learn_sigmas"] is True and fixed.metadata["learn_sigmas"] is False
     assert learned.sigmas[0] == fixed.sigmas[0] and learned.sigmas[-1] == fixed.sigmas[-1] == 0.0
     assert not torch.allclose(learned.sigmas, fixed.sigmas, rtol=1e-4), "the interior sigmas moved"

@@ -8,12 +8,12 @@ import pytest
 
 pytest.importorskip("comfy", reason="set COMFYUI_PATH to a ComfyUI checkout")
 
-import comfy.k_diffusion.sampling  # noqa: E402
-import comfy.samplers  # noqa: E402
-import fakes  # noqa: E402
-import torch  # noqa: E402
+import comfy.k_diffusion.sampling
+import comfy.samplers
+import fakes
+import torch
 from comfyui_epd.nodes import extension
-from comfyui_epd.nodes.comfy import sampling  # noqa: E402
+from comfyui_epd.nodes.comfy import sampling
 
 
 @pytest.fixture

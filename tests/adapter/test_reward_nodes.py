@@ -7,6 +7,7 @@ save_pretrained(safe_serialization=True) plus ComfyUI's own CLIP tokenizer files
 
 from __future__ import annotations
 
+import itertools
 import json
 import os
 import shutil
@@ -15,12 +16,12 @@ import pytest
 
 pytest.importorskip("comfy", reason="set COMFYUI_PATH to a ComfyUI checkout")
 
-import comfy.clip_vision  # noqa: E402
-import comfy.model_patcher  # noqa: E402
-import folder_paths  # noqa: E402
-import torch  # noqa: E402
-from comfyui_epd.nodes import reward_nodes as rn  # noqa: E402
-from safetensors.torch import load_file, save_file  # noqa: E402
+import comfy.clip_vision
+import comfy.model_patcher
+import folder_paths
+import torch
+from comfyui_epd.nodes import reward_nodes as rn
+from safetensors.torch import load_file, save_file
 
 TOKENIZER = os.path.join(os.path.dirname(os.path.dirname(comfy.clip_vision.__file__)), "comfy", "sd1_tokenizer")
 LAION_DIM = 768  # CLIP ViT-L/14 image embedding width, what the LAION heads take
@@ -100,7 +101,7 @@ def mlp_state(dim: int = LAION_DIM, seed: int = 0) -> dict[str, torch.Tensor]:
     g = torch.Generator().manual_seed(seed)
     widths = [dim, 1024, 128, 64, 16, 1]
     sd = {}
-    for index, (fan_in, fan_out) in zip((0, 2, 4, 6, 7), zip(widths, widths[1:])):
+    for index, (fan_in, fan_out) in zip((0, 2, 4, 6, 7), itertools.pairwise(widths)):
         sd[f"layers.{index}.weight"] = torch.randn(fan_out, fan_in, generator=g) / fan_in**0.5
         sd[f"layers.{index}.bias"] = torch.full((fan_out,), 0.5)
     return sd

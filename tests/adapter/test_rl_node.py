@@ -6,13 +6,13 @@ import pytest
 
 pytest.importorskip("comfy", reason="set COMFYUI_PATH to a ComfyUI checkout")
 
-import comfy.model_management  # noqa: E402
-import torch  # noqa: E402
-from comfyui_epd.epd_core.digits import digits_mixture  # noqa: E402
-from comfyui_epd.epd_core.grids import epd_sigmas  # noqa: E402
-from comfyui_epd.epd_core.rl import load_policy  # noqa: E402
-from comfyui_epd.epd_core.tables import default_table  # noqa: E402
-from comfyui_epd.nodes.rl_nodes import EPDRLTune, run_rl  # noqa: E402
+import comfy.model_management
+import torch
+from comfyui_epd.epd_core.digits import digits_mixture
+from comfyui_epd.epd_core.grids import epd_sigmas
+from comfyui_epd.epd_core.rl import load_policy
+from comfyui_epd.epd_core.tables import default_table
+from comfyui_epd.nodes.rl_nodes import EPDRLTune, run_rl
 
 toy = pytest.importorskip("testing_nodes.toy_model", reason="testing_nodes needs ComfyUI")
 

@@ -13,14 +13,14 @@ import pytest
 
 pytest.importorskip("comfy", reason="set COMFYUI_PATH to a ComfyUI checkout")
 
-import comfy.model_management  # noqa: E402
-import comfy.samplers  # noqa: E402
-import fakes  # noqa: E402
-import torch  # noqa: E402
-from comfyui_epd.epd_core.solver import prepare_sigmas  # noqa: E402
-from comfyui_epd.epd_core.tables import default_table  # noqa: E402
-from comfyui_epd.nodes.comfy import sampling  # noqa: E402
-from torch.testing import assert_close  # noqa: E402
+import comfy.model_management
+import comfy.samplers
+import fakes
+import torch
+from comfyui_epd.epd_core.solver import prepare_sigmas
+from comfyui_epd.epd_core.tables import default_table
+from comfyui_epd.nodes.comfy import sampling
+from torch.testing import assert_close
 
 CLASSES = torch.tensor([0, 1, 2])
 TIGHT = {"atol": 1e-10, "rtol": 0.0}  # batched vs sequential: same arithmetic, different batch sizes
@@ -92,7 +92,7 @@ def test_batched_equals_sequential_and_chunked(cfg):
 def test_point_sigmas_are_k_major():
     # In a batched call the sigma vector is [tau_0]*B + [tau_1]*B (+ the same again for uncond).
     _, _, guider = sample(fakes.model_sampling(), num_points=2)
-    rows, sigma = next((r, s) for r, s in guider.inner_model.calls if r == 6)
+    _, sigma = next((r, s) for r, s in guider.inner_model.calls if r == 6)
     assert torch.equal(sigma[:3], sigma[0].expand(3)) and torch.equal(sigma[3:], sigma[3].expand(3))
     assert sigma[0] > sigma[3], "points are ordered from high to low noise"
 
@@ -195,7 +195,7 @@ def test_afs_only_from_full_noise(caplog):
 def test_table_step_count_is_checked():
     ms = fakes.model_sampling()
     table = default_table(prepare_sigmas(karras(ms, 6), "drop"), 2)
-    with pytest.raises(ValueError, match=r"EPD Sampler: the table has 5 steps but the sigmas give 7.*EPD Sigmas"):
+    with pytest.raises(ValueError, match=r"EPD Sampler: EPD table has 5 steps but the sigmas give 7.*EPD Sigmas"):
         sample(ms, steps=8, params=table)
     out, records, _ = sample(ms, steps=6, params=table)  # [..., sigma_min, 0] -> drop -> 5 steps
     assert len(records) == 5 and torch.isfinite(out).all()

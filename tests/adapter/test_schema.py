@@ -8,9 +8,10 @@ import pytest
 
 pytest.importorskip("comfy", reason="set COMFYUI_PATH to a ComfyUI checkout")
 
-import comfyui_epd  # noqa: E402
-from comfy_api.latest import ComfyExtension  # noqa: E402
-from comfyui_epd.nodes import extension, options  # noqa: E402
+import comfyui_epd
+from comfy_api.latest import ComfyExtension
+from comfyui_epd.epd_core import vocab
+from comfyui_epd.nodes import extension
 
 # node_id -> (display name, input ids in order, output types); changing any of these breaks saved workflows.
 EXPECTED = {
@@ -106,7 +107,7 @@ EXPECTED = {
             "resume",
         ],
         ["EPD_TABLE", "LOSS_MAP", "IMAGE"],
-    ),  # fmt: skip
+    ),
 }
 
 
@@ -156,7 +157,11 @@ def test_v1_info_as_object_info_serves_it(node_list):
 def test_defaults_come_from_one_place(node_list):
     sampler = next(c for c in node_list if c.GET_SCHEMA().node_id == "EPD_Sampler").GET_SCHEMA()
     by_id = {i.id: i for i in sampler.inputs}
-    assert by_id["form"].default == options.DEFAULT_FORM
+    assert by_id["form"].default == vocab.DEFAULT_FORM_CHOICE == "auto"
+    distill = next(c for c in node_list if c.GET_SCHEMA().node_id == "EPD_Distill").GET_SCHEMA()
+    table = next(c for c in node_list if c.GET_SCHEMA().node_id == "EPD_DefaultTable").GET_SCHEMA()
+    made_for = {next(i for i in node.inputs if i.id == "form").default for node in (distill, table)}
+    assert made_for == {vocab.DEFAULT_TABLE_FORM}, "tables are made for the form the sampler picks"
     assert by_id["parallel"].options == ["auto", "batched", "sequential"]
     assert by_id["tail"].options == ["auto", "drop", "stop", "keep"] and by_id["tail"].default == "auto"
     assert "sigma_min" in by_id["tail"].tooltip and "dpm_2" in by_id["tail"].tooltip

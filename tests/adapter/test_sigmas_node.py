@@ -8,14 +8,14 @@ import pytest
 
 pytest.importorskip("comfy", reason="set COMFYUI_PATH to a ComfyUI checkout")
 
-import fakes  # noqa: E402
-import torch  # noqa: E402
-from comfyui_epd.epd_core import schedules  # noqa: E402
-from comfyui_epd.epd_core.tables import default_table  # noqa: E402
-from comfyui_epd.nodes.comfy import sampling  # noqa: E402
-from comfyui_epd.nodes.sampler_nodes import EPDSampler, EPDSigmas  # noqa: E402
-from comfyui_epd.nodes.table_nodes import EPDDefaultTable  # noqa: E402
-from torch.testing import assert_close  # noqa: E402
+import fakes
+import torch
+from comfyui_epd.epd_core import schedules
+from comfyui_epd.epd_core.tables import default_table
+from comfyui_epd.nodes.comfy import sampling
+from comfyui_epd.nodes.sampler_nodes import EPDSampler, EPDSigmas
+from comfyui_epd.nodes.table_nodes import EPDDefaultTable
+from torch.testing import assert_close
 
 
 class Flux:

@@ -7,10 +7,10 @@ import pytest
 
 pytest.importorskip("comfy", reason="set COMFYUI_PATH to a ComfyUI checkout")
 
-import fakes  # noqa: E402
-import torch  # noqa: E402
-from comfyui_epd.nodes.comfy import sampling  # noqa: E402
-from comfyui_epd.nodes.sampler_nodes import EPDSigmas  # noqa: E402
+import fakes
+import torch
+from comfyui_epd.nodes.comfy import sampling
+from comfyui_epd.nodes.sampler_nodes import EPDSigmas
 
 FAMILIES = {
     "sd15-eps": ("ModelSamplingDiscrete", "EPS", {}),

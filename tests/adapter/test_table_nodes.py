@@ -9,14 +9,14 @@ import pytest
 
 pytest.importorskip("comfy", reason="set COMFYUI_PATH to a ComfyUI checkout")
 
-import folder_paths  # noqa: E402
-import torch  # noqa: E402
-from comfyui_epd.epd_core.table_io import load_table, save_table, table_to_json  # noqa: E402
-from comfyui_epd.epd_core.tables import default_table  # noqa: E402
+import folder_paths
+import torch
+from comfyui_epd.epd_core.table_io import load_table, save_table, table_to_json
+from comfyui_epd.epd_core.tables import default_table
 from comfyui_epd.nodes import file_nodes
-from comfyui_epd.nodes.comfy import folders  # noqa: E402
-from comfyui_epd.nodes.file_nodes import EPDImportUpstreamTable, EPDLoadTable, EPDSaveTable  # noqa: E402
-from comfyui_epd.nodes.table_nodes import EPDDefaultTable, EPDTable  # noqa: E402
+from comfyui_epd.nodes.comfy import folders
+from comfyui_epd.nodes.file_nodes import EPDImportUpstreamTable, EPDLoadTable, EPDSaveTable
+from comfyui_epd.nodes.table_nodes import EPDDefaultTable, EPDTable
 
 GRID = torch.tensor([14.6, 6.0, 2.2, 0.7, 0.17, 0.03, 0.0], dtype=torch.float64)
 

@@ -2,16 +2,12 @@
 
 from __future__ import annotations
 
-import sys
+import pytest
+import torch
 
-sys.modules["comfy"] = None  # type: ignore[assignment]  # epd_core must never import ComfyUI
-
-import pytest  # noqa: E402
-import torch  # noqa: E402
-
-from epd_core import schedules, vocab  # noqa: E402
-from epd_core.plan import plan_run, prepare_sigmas, resolve_form, resolve_tail  # noqa: E402
-from epd_core.tables import default_table  # noqa: E402
+from epd_core import schedules, vocab  # tests/test_layers.py checks that epd_core never imports ComfyUI
+from epd_core.plan import plan_run, prepare_sigmas, resolve_form, resolve_tail
+from epd_core.tables import default_table
 
 F64 = torch.float64
 # A ComfyUI-style grid: three real steps, then the model's sigma_min 0.1 and 0.

@@ -2,10 +2,7 @@
 
 from __future__ import annotations
 
-import json
 import math
-import os
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -24,7 +21,6 @@ from epd_core.schedules import (
     vp_discrete_sigmas,
 )
 
-_JSON = "epd_published_tables.json"
 _TABLE_NAMES = (
     "sd15-start", "sd15-distilled", "sd15-best",
     "sd3-512-start", "sd3-512-distilled", "sd3-512-best",
@@ -33,20 +29,9 @@ _TABLE_NAMES = (
 )  # fmt: skip
 
 
-def _reference_file() -> Path | None:
-    """Find the shared reference JSON next to the repo, else under $EPD_REFERENCE_DIR."""
-    candidates = [Path(__file__).resolve().parents[2].parent / "shared" / "reference" / _JSON]
-    if os.environ.get("EPD_REFERENCE_DIR"):
-        candidates.append(Path(os.environ["EPD_REFERENCE_DIR"]) / _JSON)
-    return next((p for p in candidates if p.is_file()), None)
-
-
 @pytest.fixture(scope="module")
-def published() -> dict[str, dict[str, Any]]:
-    path = _reference_file()
-    if path is None:
-        pytest.skip(f"{_JSON} not found (set EPD_REFERENCE_DIR)")
-    return {t["name"]: t for t in json.loads(path.read_text())["tables"]}
+def published(reference_tables: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    return {t["name"]: t for t in reference_tables["tables"]}
 
 
 @pytest.fixture(scope="module")

@@ -35,24 +35,13 @@ from epd_core.upstream import (
 )
 
 F64 = torch.float64
-_JSON = "epd_published_tables.json"
 _PARAMS = ("r_params", "weight_s", "scale_dir_params", "scale_time_params")
 _MODULE_SRC = "raise SystemExit('upstream module_src was executed')\n"
 
 
-def _reference_file() -> Path | None:
-    candidates = [Path(__file__).resolve().parents[2].parent / "shared" / "reference" / _JSON]
-    if os.environ.get("EPD_REFERENCE_DIR"):
-        candidates.append(Path(os.environ["EPD_REFERENCE_DIR"]) / _JSON)
-    return next((p for p in candidates if p.is_file()), None)
-
-
 @pytest.fixture(scope="module")
-def reference() -> dict[str, Any]:
-    path = _reference_file()
-    if path is None:
-        pytest.skip(f"{_JSON} not found (set EPD_REFERENCE_DIR)")
-    return json.loads(path.read_text())
+def reference(reference_tables: dict[str, Any]) -> dict[str, Any]:
+    return reference_tables
 
 
 # --- a pickler that writes the upstream structure ---------------------------------------------

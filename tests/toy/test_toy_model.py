@@ -15,14 +15,14 @@ import pytest
 
 pytest.importorskip("comfy", reason="set COMFYUI_PATH to a ComfyUI checkout")
 
-import comfy.samplers  # noqa: E402
-import torch  # noqa: E402
+import comfy.samplers
+import torch
 
-from epd_core.baselines import run_euler  # noqa: E402
-from epd_core.digits import ExactModel, reference_solution, solution_error  # noqa: E402
-from epd_core.grids import epd_sigmas  # noqa: E402
-from epd_core.solver import sample_epd  # noqa: E402
-from testing_nodes.toy_model import (  # noqa: E402
+from epd_core.baselines import run_euler
+from epd_core.digits import ExactModel, reference_solution, solution_error
+from epd_core.grids import epd_sigmas
+from epd_core.solver import sample_epd
+from testing_nodes.toy_model import (
     class_conditioning,
     class_context,
     denoiser_of,
