@@ -6,19 +6,31 @@ import re
 from collections.abc import Iterator
 from contextlib import contextmanager
 
+from .comfy import folders
+from .comfy.training import PASS_THROUGH
+
 _SAFE_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9 _.\-]{0,120}")
 SUFFIX = ".safetensors"
 
 
 @contextmanager
 def node_errors(node: str) -> Iterator[None]:
-    """Re-raise engine and file errors as ValueError prefixed with the node's display name."""
+    """Re-raise any error from inside a node with the node's display name and folder-relative paths.
+
+    ValueError, TypeError and FileNotFoundError (bad input) become a ValueError; anything
+    else a RuntimeError naming its type, chained to the original. A Cancel and an
+    out-of-memory error pass through untouched, so ComfyUI handles them as its own.
+    """
     try:
         yield
+    except PASS_THROUGH:
+        raise
     except (ValueError, TypeError, FileNotFoundError) as err:
         if str(err).startswith(node):
             raise
-        raise ValueError(f"{node}: {err}") from err
+        raise ValueError(folders.shown_paths(f"{node}: {err}")) from err
+    except Exception as err:
+        raise RuntimeError(folders.shown_paths(f"{node}: {type(err).__name__}: {err}")) from err
 
 
 def prompt_lines(text: str) -> list[str]:

@@ -23,10 +23,10 @@ IMPORT = "EPD Import Upstream Table"
 
 def write_table(params: Any, name: str, overwrite: bool, node: str) -> str:
     """Save a table as models/epd/<name>.safetensors (atomic); returns the path."""
-    path = os.path.join(folders.default_dir(), table_file_name(name, node))
-    if os.path.exists(path) and not overwrite:
-        raise ValueError(f"{node}: {path} already exists; turn on overwrite or choose another name.")
     with node_errors(node):
+        path = os.path.join(folders.default_dir(), table_file_name(name, node))
+        if os.path.exists(path) and not overwrite:
+            raise ValueError(f"{node}: {path} already exists; turn on overwrite or choose another name.")
         save_table(params, path)
     log.info("%s: saved %s", node, path)
     return path

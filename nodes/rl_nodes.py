@@ -109,6 +109,13 @@ def rl_inputs() -> list[io.Input]:
             tooltip="Name in models/epd_rl to save the policy state to at every validation (empty = no file).",
         ),
         io.Boolean.Input("resume", default=False, optional=True, tooltip="Continue from policy_file when it exists."),
+        io.Boolean.Input(
+            "overwrite_policy",
+            default=False,
+            optional=True,
+            advanced=True,
+            tooltip="Let a new run (resume off) replace an existing policy_file; off: stop before training.",
+        ),
     ]
 
 

@@ -51,9 +51,24 @@ def table_names() -> list[str]:
 
 
 def table_path(name: str) -> str | None:
-    """Full path of a listed table file, or None."""
-    register_folder()
+    """Full path of a table file that EPD Load Table's list offers, or None (no other name is accepted)."""
+    if name not in table_names():
+        return None
     return folder_paths.get_full_path(FOLDER, name)
+
+
+def shown_paths(message: str) -> str:
+    """A message with ComfyUI's models, input and output folders shown as models/, input/ and output/.
+
+    Error messages reach every client of the server: they name files relative to the
+    folders a user knows, never by absolute server path.
+    """
+    roots = {"models": folder_paths.models_dir, "input": folder_paths.get_input_directory(),
+             "output": folder_paths.get_output_directory()}  # fmt: skip
+    for shown, root in sorted(roots.items(), key=lambda item: -len(item[1])):
+        message = message.replace(os.path.join(os.path.realpath(root), ""), shown + "/")
+        message = message.replace(os.path.join(root, ""), shown + "/")
+    return message
 
 
 def file_digest(path: str) -> str:

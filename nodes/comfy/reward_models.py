@@ -17,9 +17,10 @@ import comfy.clip_model
 import comfy.model_management as mm
 import comfy.model_patcher
 import torch
+from safetensors import SafetensorError, safe_open
 
 from ...epd_core.rl.rewards import BaseReward
-from .reward_files import PICKLE_SUFFIXES, load_safetensors
+from .reward_files import PICKLE_SUFFIXES, load_safetensors, starts_like_pickle
 
 AESTHETIC_SCALE = 10.0  # LAION aesthetic scores are on a 1..10 scale
 PICKSCORE_SCALE = 26.0  # upstream RewardMultiMetric: PickScore / 26
@@ -180,6 +181,30 @@ class CLIPTextImageReward(BaseReward):
         return cos.clamp(0.0, 1.0) if self.name == "hps" else cos
 
 
+def config_model_type(path: str) -> str | None:
+    """config.json's model_type, or None when the file is not a JSON object."""
+    try:
+        with open(path, encoding="utf-8") as fh:
+            config = json.load(fh)
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError):
+        return None
+    return config.get("model_type", "") if isinstance(config, dict) else None
+
+
+def weights_problem(folder: str) -> str | None:
+    """Why model.safetensors cannot be read (empty, truncated, not safetensors), or None."""
+    path = os.path.join(folder, "model.safetensors")
+    if not os.path.isfile(path):
+        return None  # a sharded index, or missing: reported elsewhere
+    try:
+        with safe_open(path, framework="pt") as fh:
+            fh.keys()
+    except (SafetensorError, OSError) as err:
+        kind = "a PyTorch pickle renamed" if starts_like_pickle(path) else "not a readable safetensors file"
+        return f"model.safetensors is {kind} ({os.path.getsize(path)} bytes; {err}); re-download or re-convert it"
+    return None
+
+
 def clip_folder_problems(folder: str) -> list[str]:
     """What a transformers CLIP folder lacks (config, safetensors weights, tokenizer); empty if complete."""
     files = set(os.listdir(folder))
@@ -187,9 +212,10 @@ def clip_folder_problems(folder: str) -> list[str]:
     if "config.json" not in files:
         problems.append("config.json is missing")
     else:
-        with open(os.path.join(folder, "config.json"), encoding="utf-8") as fh:
-            model_type = json.load(fh).get("model_type")
-        if model_type != "clip":
+        model_type = config_model_type(os.path.join(folder, "config.json"))
+        if model_type is None:
+            problems.append("config.json is not a JSON object (a transformers config); re-download the folder")
+        elif model_type != "clip":
             problems.append(f"config.json has model_type {model_type!r}, expected 'clip' (a transformers CLIPModel)")
     if not files & {"model.safetensors", "model.safetensors.index.json"}:
         pickles = sorted(f for f in files if f.lower().endswith(PICKLE_SUFFIXES))
@@ -200,6 +226,9 @@ def clip_folder_problems(folder: str) -> list[str]:
             if pickles
             else "there is no model.safetensors"
         )
+    weights = weights_problem(folder)
+    if weights:
+        problems.append(weights)
     if "tokenizer.json" not in files and not {"vocab.json", "merges.txt"} <= files:
         problems.append("the tokenizer files are missing (tokenizer.json, or vocab.json + merges.txt)")
     return problems
@@ -219,8 +248,12 @@ def load_clip_bundle(folder: str, node: str) -> dict[str, Any]:
             folder, local_files_only=True, use_safetensors=True, output_loading_info=True
         )
         tokenizer = AutoTokenizer.from_pretrained(folder, local_files_only=True)
-    except (OSError, ValueError, RuntimeError, KeyError) as err:
-        raise ValueError(f"{node}: could not load the CLIP model in {folder}: {err}") from err
+    except Exception as err:  # transformers raises many kinds; each is the folder's fault here
+        detail = str(err).split("\n")[0]
+        raise ValueError(
+            f"{node}: could not load the CLIP model in {folder}: {type(err).__name__}: {detail}; check that "
+            "config.json, model.safetensors and the tokenizer files come from one CLIP checkpoint (docs/rewards.md)"
+        ) from err
     bad = list(info.get("missing_keys", [])) + [str(k) for k in info.get("mismatched_keys", [])]
     if bad:
         raise ValueError(

@@ -34,6 +34,8 @@ log = logging.getLogger(__name__)
 TRAIN_EVENT = "epd.train"
 AUTOSAVE_FOLDER = "autosave"  # under models/epd, so EPD Load Table lists the autosaved tables
 Interrupted = comfy.model_management.InterruptProcessingException
+# Errors a node lets through untouched: ComfyUI itself reports a Cancel and an out-of-memory error.
+PASS_THROUGH: tuple[type[BaseException], ...] = (Interrupted, comfy.model_management.OOM_EXCEPTION)
 
 
 def clone_tensors(value: Any) -> Any:

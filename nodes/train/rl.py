@@ -70,6 +70,11 @@ def run_rl(model, vae, positive, negative, reward, table, opts, node_id):
     config = rl_config(opts)
     texts = prompt_texts(opts.get("prompt_texts", ""), len(positive))
     path = policy_path(opts.get("policy_file") or "")
+    if path and os.path.exists(path) and not opts.get("resume") and not opts.get("overwrite_policy"):
+        raise ValueError(
+            f"{RL_NODE}: policy_file {os.path.basename(path)!r} already exists in models/{folders.POLICY_FOLDER}; "
+            "turn on resume to continue it, overwrite_policy to replace it, or choose another name."
+        )
     reporter = training.Reporter(config.iterations, node_id)
     images_of = make_rollout(model, vae, positive, negative, opts, table)
     rewards, preview = [], None

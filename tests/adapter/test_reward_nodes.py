@@ -255,3 +255,22 @@ def test_reward_schemas_have_tooltips_and_the_rewards_category():
         for item in [*schema.inputs, *schema.outputs]:
             assert item.tooltip and len(item.tooltip) > 15, (schema.node_id, item)
     assert rn.EPDReward.io_type == "EPD_REWARD"
+
+
+@pytest.mark.parametrize(
+    ("file", "content", "expected"),
+    [
+        ("model.safetensors", b"", "model.safetensors is not a readable safetensors file"),
+        ("model.safetensors", bytes(range(256)) * 8, "model.safetensors is not a readable safetensors file"),
+        ("model.safetensors", b"\x80\x04\x95" + b"\x00" * 64, "model.safetensors is a PyTorch pickle renamed"),
+        ("config.json", b"[1, 2]", "config.json is not a JSON object"),
+        ("config.json", b"{not json", "config.json is not a JSON object"),
+    ],
+    ids=["empty", "random", "renamed-pickle", "config-list", "config-not-json"],
+)
+def test_broken_clip_folders_are_named_with_the_fix(reward_dirs, tiny_clip, file, content, expected):
+    folder = install(reward_dirs, tiny_clip, name="broken")
+    (folder / file).write_bytes(content)
+    with pytest.raises(ValueError, match=f"EPD CLIP Score Reward: .*{expected}") as info:
+        rn.EPDCLIPScoreReward.execute("broken")
+    assert "docs/rewards.md" in str(info.value) or "re-download" in str(info.value)

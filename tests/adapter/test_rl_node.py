@@ -119,3 +119,20 @@ def test_bad_inputs_get_clear_errors(model, vae):
         run_rl(model, vae, positive, negative, brightness, start_table(), options(policy_file="../x"), None)
     with pytest.raises(ValueError, match="group_size"):
         run_rl(model, vae, positive, negative, brightness, start_table(), options(group_size=1), None)
+
+
+def test_policy_file_names_are_checked_before_training_and_never_overwritten(model, vae, models_dir):
+    positive, negative = conds()
+    run = lambda **changes: run_rl(model, vae, positive, negative, brightness, start_table(), options(**changes), None)  # noqa: E731
+    for bad in ("x" * 240, "grün", "a/b"):  # too long once the temp suffix is added; not ASCII; a folder
+        with pytest.raises(ValueError, match=r"EPD RL Tune: policy_file .* is not a plain file name"):
+            run(policy_file=bad)
+    assert not (models_dir / "epd" / "autosave").exists(), "refused before anything ran or was saved"
+    unrelated = models_dir / "epd_rl" / "mine.safetensors"
+    unrelated.parent.mkdir(parents=True)
+    unrelated.write_bytes(b"not a policy")
+    with pytest.raises(ValueError, match=r"'mine\.safetensors' already exists in models/epd_rl; turn on resume"):
+        run(policy_file="mine", iterations=1)
+    assert unrelated.read_bytes() == b"not a policy"
+    run(policy_file="mine", iterations=1, overwrite_policy=True)
+    assert load_policy(unrelated)[1] == 1

@@ -105,6 +105,7 @@ EXPECTED = {
             "seed",
             "policy_file",
             "resume",
+            "overwrite_policy",
         ],
         ["EPD_TABLE", "LOSS_MAP", "IMAGE"],
     ),
