@@ -1,0 +1,196 @@
+"""The project's bad-input corpus (issue 13): every hostile or broken input gets a clear error.
+
+Each case is generated here (no committed binaries) and asserts that the message names the
+file or input, the cause and the fix. "Large" inputs prove their limit by being refused
+before anything big is allocated or read.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+import torch
+from safetensors.torch import save_file
+
+from epd_core import table_io
+from epd_core.params import MAX_JSON_DEPTH, EPDParams
+from epd_core.table_io import load_table, save_table, table_from_json, table_to_json
+from epd_core.vocab import MAX_POINTS
+
+F64 = torch.float64
+
+
+@pytest.fixture
+def table() -> EPDParams:
+    gen = torch.Generator().manual_seed(3)
+    logits = [torch.randn(3, 2, generator=gen, dtype=F64) for _ in range(4)]
+    sigmas = torch.tensor([10.0, 2.0, 0.5, 0.0], dtype=F64)
+    return EPDParams(*logits, sigmas, scale_dir=0.05, scale_time=0.05, metadata={"provenance": "corpus"})
+
+
+def _file_parts(p: EPDParams) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
+    """The arrays and header save_table writes, to be broken one field at a time."""
+    arrays = {k: getattr(p, k).detach().contiguous() for k in ("r", "lam", "c", "a", "sigmas", *table_io.LOGIT_ARRAYS)}
+    header = {
+        "format": "epd-table",
+        "format_version": "1",
+        "num_points": str(p.num_points),
+        "num_steps": str(p.num_steps),
+        "scale_dir": repr(p.scale_dir),
+        "scale_time": repr(p.scale_time),
+        "afs": "false",
+        "epd_metadata": json.dumps({"provenance": "corpus"}),
+    }
+    return arrays, header
+
+
+def _write(tmp_path: Path, arrays: dict[str, torch.Tensor], header: dict[str, str], name: str = "t") -> Path:
+    path = tmp_path / f"{name}.safetensors"
+    save_file(arrays, str(path), metadata=header)
+    return path
+
+
+def _nested(depth: int) -> str:
+    return "[" * depth + "]" * depth
+
+
+# --- table files -------------------------------------------------------------------------------
+
+
+def test_table_metadata_nesting_is_capped(table: EPDParams, tmp_path: Path) -> None:
+    arrays, header = _file_parts(table)
+    header["epd_metadata"] = '{"x": ' + _nested(100_000) + "}"
+    path = _write(tmp_path, arrays, header)
+    with pytest.raises(
+        ValueError, match=rf"t\.safetensors: epd_metadata is nested 100001 levels.*at most {MAX_JSON_DEPTH}.*re-save"
+    ):
+        load_table(path)
+
+
+def test_table_in_low_precision_names_the_cause_and_the_path_once(table: EPDParams, tmp_path: Path) -> None:
+    for dtype in (torch.float16, torch.bfloat16, torch.float32):
+        arrays, header = _file_parts(table)
+        path = _write(tmp_path, {k: v.to(dtype) for k, v in arrays.items()}, header, name=str(dtype)[6:])
+        with pytest.raises(
+            ValueError, match=r"stores its arrays as .*not float64.*rounding.*save_table writes float64"
+        ) as err:
+            load_table(path)
+        assert str(err.value).count(str(path)) == 1
+        assert "edited by hand" not in str(err.value)
+
+
+def test_table_extra_arrays_are_refused_unread(
+    table: EPDParams, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    arrays, header = _file_parts(table)
+    path = _write(tmp_path, {**arrays, "payload": torch.zeros(64)}, header)
+    read: list[str] = []
+    real_open = table_io.safe_open
+
+    class Spy:
+        def __init__(self, *args: Any, **kwargs: Any) -> None:
+            self.inner = real_open(*args, **kwargs)
+
+        def __enter__(self) -> Spy:
+            self.handle = self.inner.__enter__()
+            return self
+
+        def __exit__(self, *exc: object) -> None:
+            self.inner.__exit__(*exc)
+
+        def __getattr__(self, name: str) -> Any:
+            return getattr(self.handle, name)
+
+        def get_tensor(self, name: str) -> torch.Tensor:
+            read.append(name)
+            return self.handle.get_tensor(name)
+
+    monkeypatch.setattr(table_io, "safe_open", Spy)
+    with pytest.raises(
+        ValueError,
+        match=r"t\.safetensors holds 1 arrays that are not part of an EPD table \('payload'\).*not read.*Save Table",
+    ):
+        load_table(path)
+    assert read == []
+
+
+def test_table_known_array_with_a_wrong_shape_is_refused_unread(table: EPDParams, tmp_path: Path) -> None:
+    arrays, header = _file_parts(table)
+    arrays["r"] = torch.zeros(3, 7, dtype=F64)
+    with pytest.raises(
+        ValueError, match=r"array 'r' has shape \(3, 7\), but the header says num_steps=3, num_points=2"
+    ):
+        load_table(_write(tmp_path, arrays, header))
+
+
+def test_table_error_never_echoes_file_bytes(tmp_path: Path) -> None:
+    secret = tmp_path / "passwd"
+    secret.write_text("root:x:0:0:root:/root:/bin/bash\n")
+    link = tmp_path / "table.safetensors"
+    link.symlink_to(secret)
+    with pytest.raises(ValueError, match=r"table\.safetensors is not a safetensors EPD table.*EPD Save Table") as err:
+        load_table(link)
+    assert "root" not in str(err.value).replace(str(tmp_path), "")
+
+
+@pytest.mark.parametrize("k", [MAX_POINTS + 1, 4096])
+def test_table_file_k_is_capped(tmp_path: Path, k: int) -> None:
+    arrays = {"r": torch.full((1, k), 0.5, dtype=F64), "lam": torch.full((1, k), 1 / k, dtype=F64)}
+    arrays |= {"c": torch.ones(1, k, dtype=F64), "a": torch.ones(1, k, dtype=F64), "sigmas": torch.tensor([1.0, 0.0])}
+    header = {"format": "epd-table", "format_version": "1", "num_points": str(k), "num_steps": "1"}
+    with pytest.raises(ValueError, match=rf"num_points must be between 1 and {MAX_POINTS} \(.*K x batch rows.*got {k}"):
+        load_table(_write(tmp_path, arrays, header))
+
+
+def test_params_k_is_capped() -> None:
+    k = MAX_POINTS + 1
+    with pytest.raises(ValueError, match=rf"K={k} points.*MAX_POINTS={MAX_POINTS}.*K x batch rows"):
+        EPDParams.from_values(torch.full((1, k), 0.5), torch.full((1, k), 1 / k), torch.tensor([1.0, 0.0]))
+
+
+# --- table JSON --------------------------------------------------------------------------------
+
+
+def test_table_json_nesting_is_capped() -> None:
+    for text in (_nested(100_000), '{"metadata": {"a": ' + _nested(200) + "}}"):
+        with pytest.raises(
+            ValueError, match=rf"EPD table JSON is nested \d+ levels deep; at most {MAX_JSON_DEPTH}.*EPD Save Table"
+        ):
+            table_from_json(text)
+
+
+def test_table_json_huge_integers_are_clear(table: EPDParams) -> None:
+    obj = json.loads(table_to_json(table))
+    for field in ("num_steps", "scale_dir"):
+        text = json.dumps({**obj, field: 10**400})
+        with pytest.raises(ValueError, match=rf"EPD table JSON has a malformed header: {field} must be"):
+            table_from_json(text)
+    text = json.dumps({**obj, "r": [[10**400, 0.5]] * 3})
+    with pytest.raises(ValueError, match=r"EPD table JSON: arrays must be nested lists of numbers \(OverflowError"):
+        table_from_json(text)
+
+
+@pytest.mark.parametrize("value", [5.7, True, 3.0, "3.0", [3]])
+def test_table_json_num_steps_must_be_a_whole_number(table: EPDParams, value: Any) -> None:
+    text = json.dumps({**json.loads(table_to_json(table)), "num_steps": value})
+    with pytest.raises(ValueError, match=r"EPD table JSON has a malformed header: num_steps must be a whole number"):
+        table_from_json(text)
+
+
+def test_table_json_k_is_capped_before_arrays_are_built(table: EPDParams) -> None:
+    obj = json.loads(table_to_json(table))
+    text = json.dumps({**obj, "num_points": 100_000, "r": [[0.5] * 100_000]})
+    start = time.perf_counter()
+    with pytest.raises(ValueError, match=rf"num_points must be between 1 and {MAX_POINTS}.*got 100000"):
+        table_from_json(text)
+    assert time.perf_counter() - start < 1.0
+
+
+def test_table_round_trip_still_exact(table: EPDParams, tmp_path: Path) -> None:
+    loaded = load_table(save_table(table, tmp_path / "ok.safetensors"))
+    assert torch.equal(loaded.r_logits, table.r_logits)
+    assert table_from_json(table_to_json(table)).equals(table)
