@@ -8,6 +8,7 @@ before anything big is allocated or read.
 from __future__ import annotations
 
 import json
+import os
 import time
 from pathlib import Path
 from typing import Any
@@ -16,7 +17,7 @@ import pytest
 import torch
 from safetensors.torch import save_file
 
-from epd_core import table_io
+from epd_core import atomic, table_io
 from epd_core.params import MAX_JSON_DEPTH, EPDParams
 from epd_core.table_io import load_table, save_table, table_from_json, table_to_json
 from epd_core.vocab import MAX_POINTS
@@ -194,3 +195,72 @@ def test_table_round_trip_still_exact(table: EPDParams, tmp_path: Path) -> None:
     loaded = load_table(save_table(table, tmp_path / "ok.safetensors"))
     assert torch.equal(loaded.r_logits, table.r_logits)
     assert table_from_json(table_to_json(table)).equals(table)
+
+
+# --- atomic writes -----------------------------------------------------------------------------
+
+
+def _stale(folder: Path, name: str, age_s: float) -> Path:
+    temp = folder / name
+    temp.write_bytes(b"partial")
+    then = time.time() - age_s
+    os.utime(temp, (then, then))
+    return temp
+
+
+def test_killed_save_temps_are_cleaned_on_the_next_save(table: EPDParams, tmp_path: Path) -> None:
+    dead_pid = 2**22 + 12345  # above Linux's pid_max, so never a live process
+    old_style = _stale(tmp_path, ".t.safetensors.abcd1234.tmp", age_s=2 * atomic.STALE_AFTER_S)
+    dead = _stale(tmp_path, f".t.safetensors.{dead_pid}.abcd1234.tmp", age_s=2 * atomic.MIN_AGE_S)
+    live = _stale(tmp_path, f".t.safetensors.{os.getppid()}.abcd1234.tmp", age_s=2 * atomic.MIN_AGE_S)
+    fresh = _stale(tmp_path, f".t.safetensors.{dead_pid}.zzzz9999.tmp", age_s=1)
+    other = _stale(tmp_path, f".u.safetensors.{dead_pid}.abcd1234.tmp", age_s=2 * atomic.STALE_AFTER_S)
+    user = _stale(tmp_path, ".t.safetensors.notes.tmp", age_s=2 * atomic.STALE_AFTER_S)
+    save_table(table, tmp_path / "t.safetensors")
+    assert not old_style.exists() and not dead.exists()
+    assert live.exists() and fresh.exists() and other.exists() and user.exists()
+    assert sorted(p.name for p in tmp_path.iterdir() if p.name.startswith(".t.")) == sorted(
+        [live.name, fresh.name, user.name]
+    )
+
+
+def test_save_over_a_folder_names_the_target(table: EPDParams, tmp_path: Path) -> None:
+    target = tmp_path / "t.safetensors"
+    target.mkdir()
+    with pytest.raises(IsADirectoryError, match=r"cannot save to .*t\.safetensors: it is a folder; choose a file name"):
+        save_table(table, target)
+    assert list(target.iterdir()) == []
+
+
+def test_unwritable_folder_names_the_table_not_the_temp(
+    table: EPDParams, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def denied(dir: str, prefix: str, suffix: str) -> tuple[int, str]:  # what mkstemp raises in a 0555 folder
+        raise PermissionError(13, "Permission denied", f"{dir}/{prefix}xxxxxxxx{suffix}")
+
+    monkeypatch.setattr(atomic.tempfile, "mkstemp", denied)
+    with pytest.raises(PermissionError, match=r"cannot save .*t\.safetensors: the folder .* is not writable") as err:
+        save_table(table, tmp_path / "t.safetensors")
+    assert ".tmp" not in str(err.value)
+
+
+def test_read_only_table_is_not_replaced(table: EPDParams, tmp_path: Path) -> None:
+    target = tmp_path / "t.safetensors"
+    target.write_bytes(b"keep me")
+    target.chmod(0o444)
+    with pytest.raises(
+        PermissionError, match=r"refusing to replace .*t\.safetensors: the file is read-only.*chmod u\+w"
+    ):
+        save_table(table, target)
+    assert target.read_bytes() == b"keep me"
+
+
+def test_too_long_names_are_refused_before_writing(table: EPDParams, tmp_path: Path) -> None:
+    name = "x" * (atomic.NAME_MAX - atomic.TEMP_OVERHEAD - len(".safetensors") + 1) + ".safetensors"
+    with pytest.raises(ValueError, match=rf"at most {atomic.NAME_MAX - atomic.TEMP_OVERHEAD} bytes.*shorter name"):
+        atomic.check_target_name(tmp_path / name)
+    with pytest.raises(ValueError, match=r"shorter name"):
+        save_table(table, tmp_path / name)
+    longest = name[1:]
+    save_table(table, tmp_path / longest)
+    assert torch.equal(load_table(tmp_path / longest).r_logits, table.r_logits)
