@@ -128,6 +128,7 @@ def atomic_write(path: str | os.PathLike[str], data: bytes) -> Path:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(tmp)
         if isinstance(err, OSError):  # e.g. a full disk: name the target, not the hidden temp file
-            raise type(err)(err.errno, f"cannot save {path}: {err.strerror}") from err
+            message = f"cannot save {path}: {err.strerror or err}"
+            raise (type(err)(err.errno, message) if err.errno else type(err)(message)) from err
         raise
     return path
