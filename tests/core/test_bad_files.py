@@ -15,10 +15,13 @@ from typing import Any
 
 import pytest
 import torch
+from safetensors import safe_open
 from safetensors.torch import save_file
 
 from epd_core import atomic, table_io
 from epd_core.params import MAX_JSON_DEPTH, EPDParams
+from epd_core.rl.policy import DirichletTablePolicy
+from epd_core.rl.state import load_policy, save_policy
 from epd_core.table_io import load_table, save_table, table_from_json, table_to_json
 from epd_core.vocab import MAX_POINTS
 
@@ -264,3 +267,50 @@ def test_too_long_names_are_refused_before_writing(table: EPDParams, tmp_path: P
     longest = name[1:]
     save_table(table, tmp_path / longest)
     assert torch.equal(load_table(tmp_path / longest).r_logits, table.r_logits)
+
+
+# --- RL policy files ---------------------------------------------------------------------------
+
+
+def _policy_file(table: EPDParams, tmp_path: Path, meta_over: dict[str, str | None]) -> Path:
+    """A policy written by save_policy, then re-written with some metadata fields changed or dropped."""
+    path = save_policy(DirichletTablePolicy(table, hidden=8, layers=1), tmp_path / "p.safetensors")
+    with safe_open(str(path), framework="pt") as f:
+        meta, tensors = dict(f.metadata()), {k: f.get_tensor(k) for k in f.keys()}  # noqa: SIM118
+    meta.update({k: v for k, v in meta_over.items() if v is not None})
+    meta = {k: v for k, v in meta.items() if k not in meta_over or meta_over[k] is not None}
+    save_file(tensors, str(path), metadata=meta)
+    return path
+
+
+@pytest.mark.parametrize(
+    ("over", "match"),
+    [
+        ({"options": None}, r"lacks its options metadata.*EPD RL Tune"),
+        ({"options": json.dumps({"hidden": 10**6})}, r"hidden=1000000 must be a whole number in \[1, 1024\]"),
+        ({"options": json.dumps({"layers": 2.5})}, r"layers=2\.5 must be a whole number"),
+        ({"options": '{"a": ' + _nested(50_000) + "}"}, r"options are not readable JSON \(the options is nested"),
+        ({"options": "[1]"}, r"options must be an object with keys from"),
+        ({"options": json.dumps({"seed": 1, "__class__": 2})}, r"options must be an object with keys from"),
+        ({"options": json.dumps({"learn_scales": "no"})}, r"learn_scales must be true or false"),
+        ({"options": json.dumps({"hidden": 16})}, r"policy tensors do not match the options.*mismatched"),
+        ({"table": _nested(50_000)}, r"start table is invalid \(EPD table JSON is nested"),
+        ({"iterations": "1e9"}, r"iterations must be a whole number"),
+    ],
+)
+def test_policy_file_errors_are_clear(
+    table: EPDParams, tmp_path: Path, over: dict[str, str | None], match: str
+) -> None:
+    path = _policy_file(table, tmp_path, over)
+    with pytest.raises(ValueError, match=rf"p\.safetensors: .*{match}"):
+        load_policy(path)
+
+
+def test_policy_round_trip_still_works(table: EPDParams, tmp_path: Path) -> None:
+    policy, iterations = load_policy(_policy_file(table, tmp_path, {}))
+    assert (policy.hidden, policy.layers, iterations) == (8, 1, 0)
+
+
+def test_policy_shape_caps_refuse_before_allocating(table: EPDParams) -> None:
+    with pytest.raises(ValueError, match=r"hidden=1000000 must be a whole number in \[1, 1024\]"):
+        DirichletTablePolicy(table, hidden=10**6)
