@@ -22,6 +22,7 @@ from epd_core import atomic, table_io
 from epd_core.params import MAX_JSON_DEPTH, EPDParams
 from epd_core.rl.policy import DirichletTablePolicy
 from epd_core.rl.state import load_policy, save_policy
+from epd_core.solver import sample_epd
 from epd_core.table_io import load_table, save_table, table_from_json, table_to_json
 from epd_core.vocab import MAX_POINTS
 
@@ -314,3 +315,55 @@ def test_policy_round_trip_still_works(table: EPDParams, tmp_path: Path) -> None
 def test_policy_shape_caps_refuse_before_allocating(table: EPDParams) -> None:
     with pytest.raises(ValueError, match=r"hidden=1000000 must be a whole number in \[1, 1024\]"):
         DirichletTablePolicy(table, hidden=10**6)
+
+
+# --- engine inputs -----------------------------------------------------------------------------
+
+
+def _identity(x: torch.Tensor, sigma: torch.Tensor, **_: Any) -> torch.Tensor:
+    return x * 0.5
+
+
+_X = torch.ones(2, 3, dtype=F64)
+_GRID = torch.tensor([4.0, 1.0, 0.0], dtype=F64)
+
+
+@pytest.mark.parametrize("sigmas", [torch.zeros(0), torch.tensor([1.0]), torch.ones(2, 3), torch.tensor(2.0)])
+def test_engine_sigmas_shape_is_clear(sigmas: torch.Tensor) -> None:
+    with pytest.raises(ValueError, match=r"sigmas must be a 1-D tensor of at least 2 noise levels.*connect a SIGMAS"):
+        sample_epd(_identity, _X, sigmas)
+
+
+def test_engine_increasing_sigmas_are_called_increasing() -> None:
+    with pytest.raises(ValueError, match=r"they increase somewhere.*from sigma_max down") as err:
+        sample_epd(_identity, _X, torch.tensor([0.0, 1.0, 4.0], dtype=F64))
+    assert "repeated" not in str(err.value)
+    with pytest.raises(ValueError, match=r"without repeated sigmas"):
+        sample_epd(_identity, _X, torch.tensor([4.0, 4.0, 0.0], dtype=F64))
+
+
+@pytest.mark.parametrize("k", [2.5, True, 0, MAX_POINTS + 1])
+def test_engine_num_points_is_checked(k: Any) -> None:
+    with pytest.raises(ValueError, match=rf"num_points must be a whole number between 1 and {MAX_POINTS}, got {k!r}"):
+        sample_epd(_identity, _X, _GRID, num_points=k)
+
+
+@pytest.mark.parametrize("afs", [False, True])  # with AFS the first model call is the K-point one
+def test_engine_wrong_batch_from_the_model_is_clear(afs: bool) -> None:
+    def one_row(x: torch.Tensor, sigma: torch.Tensor, **_: Any) -> torch.Tensor:
+        return x[:1] * 0.5
+
+    match = r"the model returned \(1, 3\) for an input of shape \(\d+, 3\).*one prediction per input row"
+    with pytest.raises(ValueError, match=match):
+        sample_epd(one_row, _X, _GRID, afs=afs)
+
+
+def test_engine_nan_input_and_nan_model_output_are_errors() -> None:
+    with pytest.raises(ValueError, match=r"input latent x contains nan"):
+        sample_epd(_identity, torch.full_like(_X, float("nan")), _GRID)
+
+    def nan_late(x: torch.Tensor, sigma: torch.Tensor, **_: Any) -> torch.Tensor:
+        return torch.where(sigma.reshape(-1, 1) < 1.0, torch.nan, x * 0.5)
+
+    with pytest.raises(ValueError, match=r"the model returned nan or inf at step 1 \(sigma=1\).*precision"):
+        sample_epd(nan_late, _X, _GRID)
