@@ -14,9 +14,12 @@ float64 scalars per interval (Gauss-Legendre quadrature, exact to round-off). Th
 node states are found by R Picard sweeps from a DDIM guess; the K node calls of a sweep go
 into one batched model call (K-major, epd_core.points).
 
-Singular ends: an interval that ends at sigma = 0 interpolates in sigma over K nodes that
-exclude 0 and takes x_b = P(0) (K = 1 is the usual DDIM/Euler step to 0); a flow interval
-that starts at sigma = 1 (lambda = -inf) interpolates in sigma as well.
+Singular ends: the interval that ends at sigma = 0 (lambda = +inf) switches to the direction
+form, as EPD's last step does: it interpolates d = (x - D) / sigma in sigma over K nodes that
+exclude 0 and integrates x_b = x_a + int P_d dsigma (K = 1 is the Euler step to 0). There
+the data-form Picard map would not contract (its weight 1 - sigma_k / sigma_a does not
+shrink with the step), which measured order 2 whatever K and R. A flow interval that
+starts at sigma = 1 (lambda = -inf) interpolates D in sigma.
 
 warm_start: from the second interval on, the node values are first predicted by
 extrapolating the previous interval's polynomial, and the left node reuses the previous
@@ -42,11 +45,13 @@ MAX_ORDER = 8  # the node caps order at 5; higher orders are allowed here for st
 
 
 class Interval(NamedTuple):
-    """One interval's float64 coefficients: x_k = scale_k x_a + sum_j weights[k, j] D_j.
+    """One interval's float64 coefficients: x_k = scale_k x_a + sum_j weights[k, j] v_j.
 
-    sigmas [M]: node sigmas, sigmas[0] = sigma_a (known state); rows k = 1..M-1 are unknowns.
-    scale [M-1], weights [M-1, M]: the unknown node states. out_scale, out_weights [M]: x_b.
-    variable: maps sigma to the interpolation variable; basis: L_j at variable values.
+    v_j is D_j, or d_j = (x_j - D_j) / sigma_j when ``direction`` (the step to 0).
+
+        sigmas [M]: node sigmas, sigmas[0] = sigma_a (known state); rows k = 1..M-1 are unknowns.
+        scale [M-1], weights [M-1, M]: the unknown node states. out_scale, out_weights [M]: x_b.
+        variable: maps sigma to the interpolation variable; basis: L_j at variable values.
     """
 
     sigmas: np.ndarray
@@ -56,6 +61,7 @@ class Interval(NamedTuple):
     out_weights: np.ndarray
     variable: Callable[[np.ndarray], np.ndarray]
     nodes: np.ndarray  # node values in ``variable``
+    direction: bool = False
 
 
 def unit_nodes(order: int, placement: Placement) -> np.ndarray:
@@ -100,12 +106,15 @@ def _integrals(nodes: np.ndarray, start: float, ends: np.ndarray, density: Calla
 def make_interval(sigma_a: float, sigma_b: float, order: int, placement: Placement, kind: Kind) -> Interval:
     """Coefficients of one interval sigma_a > sigma_b >= 0 (see the module docstring)."""
     unit = unit_nodes(order, placement)
-    if sigma_b == 0.0 or (kind == "flow" and sigma_a >= 1.0):
+    if sigma_b == 0.0:
+        nodes = sigma_a * (1.0 - unit[:-1])  # d(., 0) is 0 / 0: the nodes stop short of 0
+        integrals = _integrals(nodes, sigma_a, np.append(nodes[1:], 0.0), np.ones_like)
+        ident = lambda s: np.asarray(s, dtype=np.float64)  # noqa: E731
+        return Interval(nodes, np.ones(len(nodes) - 1), integrals[:-1], 1.0, integrals[-1], ident, nodes, True)
+    if kind == "flow" and sigma_a >= 1.0:
         variable = lambda s: np.asarray(s, dtype=np.float64)  # noqa: E731
         density = lambda v: -1.0 / v**2  # noqa: E731  (d(x/sigma) = -D / sigma^2 dsigma)
         nodes = sigma_a + (sigma_b - sigma_a) * unit
-        if sigma_b == 0.0:
-            nodes = nodes[:-1]  # D(., 0) would be circular: x_b = P(0) instead
         sigmas = nodes.copy()
     else:
         variable = lambda s: lam_of(s, kind)  # noqa: E731
@@ -116,11 +125,7 @@ def make_interval(sigma_a: float, sigma_b: float, order: int, placement: Placeme
         sigmas[0], sigmas[-1] = sigma_a, sigma_b  # exact ends despite the round trip through lambda
     weights = sigmas[1:, None] * _integrals(nodes, float(nodes[0]), nodes[1:], density)
     scale = sigmas[1:] / sigma_a
-    if sigma_b == 0.0:
-        out_scale, out_weights = 0.0, lagrange_basis(nodes, np.array([0.0]))[0]
-    else:
-        out_scale, out_weights = float(scale[-1]), weights[-1]
-    return Interval(sigmas, scale, weights, out_scale, out_weights, variable, nodes)
+    return Interval(sigmas, scale, weights, float(scale[-1]), weights[-1], variable, nodes)
 
 
 def make_intervals(sigmas: torch.Tensor, order: int, placement: Placement, kind: Kind) -> list[Interval]:
@@ -158,7 +163,16 @@ def sweep(
         return values
     states = node_states(iv, x_a, values)
     sigma_eval = torch.as_tensor(iv.sigmas[1:], device=x_a.device).to(x_a.dtype)
-    return [values[0], *evaluate_points(model, states, sigma_eval, extra_args, parallel)]
+    denoised = evaluate_points(model, states, sigma_eval, extra_args, parallel)
+    if iv.direction:
+        denoised = [(x - d) / float(s) for x, d, s in zip(states, denoised, iv.sigmas[1:])]
+    return [values[0], *denoised]
+
+
+def start_values(iv: Interval, x_a: torch.Tensor, d0: torch.Tensor) -> list[torch.Tensor]:
+    """The DDIM guess: D_0 (or the Euler slope on the step to 0) at every node."""
+    value = (x_a - d0) / float(iv.sigmas[0]) if iv.direction else d0
+    return [value] * len(iv.sigmas)
 
 
 def check_options(order: int, refinements: int, nodes: str, kind: str, warm_start: bool, parallel: str) -> None:
@@ -214,18 +228,20 @@ def run_lagrange(
     prev: tuple[Interval, list[torch.Tensor]] | None = None
     for i, iv in enumerate(make_intervals(sigmas, order, nodes, kind)):
         sigma_a = float(iv.sigmas[0])
-        if warm_start and prev is not None:
+        if warm_start and prev is not None and not iv.direction:
             values = extrapolate(*prev, iv)
             values[0] = prev[1][-1]  # the previous interval's last evaluation, reused
         else:
-            d0 = model(x, sigma_a * x.new_ones([x.shape[0]]), **extra_args)
-            values = [d0] * len(iv.sigmas)  # constant D: the DDIM guess for every node
+            reuse = warm_start and prev is not None  # the step to 0: Euler guess from the reused value
+            d0 = prev[1][-1] if reuse else model(x, sigma_a * x.new_ones([x.shape[0]]), **extra_args)
+            values = start_values(iv, x, d0)
         for _ in range(refinements):
             values = sweep(model, iv, x, values, extra_args, parallel)
-        x = combine_nodes(x, iv.out_scale, iv.out_weights, values)
+        x_a, x = x, combine_nodes(x, iv.out_scale, iv.out_weights, values)
         prev = (iv, values)
         if callback is not None:
-            callback({"x": x, "i": i, "sigma": sigma_a, "sigma_hat": sigma_a, "denoised": values[-1]})
+            denoised = x_a - sigma_a * values[0] if iv.direction else values[-1]
+            callback({"x": x, "i": i, "sigma": sigma_a, "sigma_hat": sigma_a, "denoised": denoised})
     return x
 
 
