@@ -87,6 +87,7 @@ def test_the_expected_workflows_ship() -> None:
     names = {p.name for p in EXAMPLES}
     assert names == {
         "epd_sd15_txt2img.json",
+        "epd_sd15_lagrange.json",
         "epd_sd3_txt2img.json",
         "epd_table_roundtrip.json",
         "epd_import_upstream.json",
