@@ -9,13 +9,23 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+import numpy as np
 import torch
 
+from .vocab import MAX_POINTS
+
 _F64 = torch.float64
+# JSON read from files and widgets: nesting and size are capped before parsing or walking, so
+# a hostile file gets a clear error, not a RecursionError or a walk over a shared-node DAG.
+MAX_JSON_DEPTH = 32  # tables nest 3 levels; upstream provenance a few more
+MAX_JSON_NODES = 100_000  # containers and scalars visited in a metadata mapping
+_JSON_STRING = re.compile(r'"(?:[^"\\]|\\.)*"')
+_NOT_BRACKET = re.compile(r"[^\[\]{}]+")
 _LOGIT_NAMES = ("r_logits", "weight_logits", "scale_dir_logits", "scale_time_logits")
 
 
@@ -88,6 +98,12 @@ def _check_table(name: str, t: torch.Tensor, shape: tuple[int, ...] | None) -> N
             f"EPDParams.{name} must have shape [steps, num_points] with both >= 1, got {tuple(t.shape)}; "
             "one row per solver step (N - 1 rows for N sigmas), one column per parallel point."
         )
+    if t.shape[1] > MAX_POINTS:
+        raise ValueError(
+            f"EPDParams.{name} has K={t.shape[1]} points per step; at most MAX_POINTS={MAX_POINTS} are allowed "
+            "because a batched step makes one model call of K x batch rows. Use a table with K <= "
+            f"{MAX_POINTS} (the num_points widget's maximum)."
+        )
     if shape is not None and tuple(t.shape) != shape:
         raise ValueError(
             f"EPDParams.{name} has shape {tuple(t.shape)} but r_logits has {shape}; all four tables must match."
@@ -119,10 +135,41 @@ def _check_scale_range(name: str, value: Any) -> float:
     return float(value)
 
 
+def json_text_depth(text: str) -> int:
+    """Deepest bracket nesting of JSON text, counted without parsing (brackets inside strings skipped)."""
+    brackets = np.frombuffer(_NOT_BRACKET.sub("", _JSON_STRING.sub("", text)).encode(), dtype=np.uint8)
+    steps = np.where((brackets == ord("[")) | (brackets == ord("{")), 1, -1)
+    return int(np.cumsum(steps).max(initial=0))
+
+
+def check_json_text(text: str, what: str) -> None:
+    """Refuse JSON text nested deeper than MAX_JSON_DEPTH before json.loads can hit the recursion limit."""
+    depth = json_text_depth(text)
+    if depth > MAX_JSON_DEPTH:
+        raise ValueError(
+            f"{what} is nested {depth} levels deep; at most {MAX_JSON_DEPTH} are allowed. "
+            "It was not written by ComfyUI-EPD: re-save it with EPD Save Table, or flatten the metadata."
+        )
+
+
+def check_json_shape(value: Any, what: str) -> None:
+    """Depth <= MAX_JSON_DEPTH and <= MAX_JSON_NODES visits; shared children count each time (a DAG stops early)."""
+    stack, visits = [(value, 1)], 0
+    while stack:
+        item, depth = stack.pop()
+        visits += 1
+        if depth > MAX_JSON_DEPTH or visits > MAX_JSON_NODES:
+            limit = f"{MAX_JSON_DEPTH} levels" if depth > MAX_JSON_DEPTH else f"{MAX_JSON_NODES} values"
+            raise ValueError(f"{what} is larger than the allowed {limit}; keep metadata small and flat.")
+        children = item.values() if isinstance(item, Mapping) else item if isinstance(item, (list, tuple)) else ()
+        stack.extend((child, depth + 1) for child in children)
+
+
 def _check_metadata(metadata: Any) -> dict[str, Any]:
-    """Metadata is a JSON-able mapping; it is deep-copied through JSON so the table owns it."""
+    """Metadata is a small JSON-able mapping; it is deep-copied through JSON so the table owns it."""
     if not isinstance(metadata, Mapping):
         raise TypeError(f"EPDParams.metadata must be a mapping (dict), got {type(metadata).__name__}.")
+    check_json_shape(metadata, "EPDParams.metadata")
     try:
         return json.loads(json.dumps(dict(metadata), allow_nan=False))
     except (TypeError, ValueError) as err:

@@ -22,6 +22,7 @@ from .vocab import (
     DEFAULT_TAIL,
     FORM_CHOICES,
     FORMS,
+    MAX_POINTS,
     TAIL_CHOICES,
     TAILS,
     Form,
@@ -97,7 +98,12 @@ def run_grid(sigmas: torch.Tensor, params: EPDParams | None, tail: Tail) -> tupl
         tail = "keep"
     grid = prepare_sigmas(sigmas, tail)
     if len(grid) < 2 or not bool((grid[1:] < grid[:-1]).all()):
-        values = [round(float(s), 4) for s in grid]
+        values = [round(float(s), 4) for s in grid[:12]] + (["..."] if len(grid) > 12 else [])
+        if bool((grid[1:] > grid[:-1]).any()):
+            raise ValueError(
+                f"the sigmas must strictly decrease, but they increase somewhere: {values}; "
+                "give the schedule from sigma_max down to 0 (flip a reversed grid)."
+            )
         raise ValueError(
             f"the sigmas must strictly decrease, got {values}; "
             "use a schedule without repeated sigmas (e.g. EPD Sigmas or karras)."
@@ -129,6 +135,23 @@ def fit_table(params: EPDParams, grid: torch.Tensor, tail: Tail) -> tuple[EPDPar
         raise ValueError(f"cannot apply the table to these sigmas: {err}") from err
 
 
+def check_run_inputs(sigmas: torch.Tensor, num_points: int) -> None:
+    """Clear errors for a grid that is not [N >= 2] finite values and a K that is not a whole number in range."""
+    if not torch.is_tensor(sigmas) or sigmas.ndim != 1 or len(sigmas) < 2:
+        shape = tuple(sigmas.shape) if torch.is_tensor(sigmas) else type(sigmas).__name__
+        raise ValueError(
+            f"sigmas must be a 1-D tensor of at least 2 noise levels (N sigmas give N - 1 steps), got {shape}; "
+            "connect a SIGMAS output (e.g. EPD Sigmas or BasicScheduler) with steps >= 1."
+        )
+    if not bool(torch.isfinite(sigmas).all()):
+        raise ValueError("sigmas contain nan or inf; every noise level must be a finite number.")
+    if isinstance(num_points, bool) or not isinstance(num_points, int) or not 1 <= num_points <= MAX_POINTS:
+        raise ValueError(
+            f"num_points must be a whole number between 1 and {MAX_POINTS}, got {num_points!r}; "
+            "K points per step cost one model call of K x batch rows."
+        )
+
+
 def plan_run(
     sigmas: torch.Tensor,
     params: EPDParams | None = None,
@@ -147,6 +170,7 @@ def plan_run(
     table's flag. sigma_min, sigma_max, cfg: what the host knows about the model and guider
     (None when unknown); with sigma_max, AFS is skipped unless the grid starts at pure noise.
     """
+    check_run_inputs(sigmas, num_points)
     grid, tail_rule = run_grid(sigmas, params, resolve_tail(tail, sigmas, sigma_min))
     grid_diff, rebased = 0.0, False
     if params is not None:

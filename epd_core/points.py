@@ -43,5 +43,16 @@ def evaluate_points(
     for start in range(0, num_points, per_call):
         chunk = slice(start, start + per_call)
         x_big, s_big = stack_points(x_hats[chunk], sigma_eval[chunk])
-        out.extend(model(x_big, s_big, **extra_args).chunk(len(x_hats[chunk])))
+        out.extend(checked_denoised(model(x_big, s_big, **extra_args), x_big).chunk(len(x_hats[chunk])))
     return out
+
+
+def checked_denoised(denoised: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+    """The model's output must be a tensor of x's shape (one prediction per input row); shapes only, no sync."""
+    if not torch.is_tensor(denoised) or denoised.shape != x.shape:
+        got = tuple(denoised.shape) if torch.is_tensor(denoised) else type(denoised).__name__
+        raise ValueError(
+            f"the model returned {got} for an input of shape {tuple(x.shape)}; a denoiser must return one "
+            "prediction per input row, of the input's shape. Check the model wrapper (batch size, conditioning)."
+        )
+    return denoised

@@ -14,7 +14,7 @@ import torch
 
 from .params import EPDParams
 from .plan import plan_run, prepare_sigmas
-from .points import evaluate_points
+from .points import checked_denoised, evaluate_points
 from .vocab import (
     DEFAULT_FORM,
     DEFAULT_KIND,
@@ -194,7 +194,7 @@ def advance(
     if n == 0 and config.afs:
         denoised = afs_denoised(x, sigma, config.kind)
     else:
-        denoised = model(x, sigma * x.new_ones([x.shape[0]]), **extra_args)
+        denoised = checked_denoised(model(x, sigma * x.new_ones([x.shape[0]]), **extra_args), x)
     d = (x - denoised) / sigma
     d_jump = adams_bashforth(d, history, config.max_order)
     history = (history + [d.detach()])[-(config.max_order - 1) :] if config.max_order > 1 else []
@@ -247,11 +247,27 @@ def run_rows(
     if len(rows) != len(sigmas) - 1:
         raise ValueError(f"{len(rows)} table rows for {len(sigmas) - 1} steps; give one row per step")
     extra_args = {} if extra_args is None else extra_args
+    if not bool(torch.isfinite(x).all()):
+        raise ValueError("the input latent x contains nan or inf; check the latent and the noise fed to the sampler.")
     history: list[torch.Tensor] = []
+    finite: list[torch.Tensor] = []
     for i, row in enumerate(rows):
         x, d_bar, history = advance(model, x, i, sigmas, row, history, extra_args, config)
+        finite.append(torch.isfinite(d_bar).all() & torch.isfinite(x).all())  # no host sync inside the loop
         _report(callback, i, x, float(sigmas[i]), d_bar)
+    _check_finite_steps(finite, sigmas)
     return x
+
+
+def _check_finite_steps(finite: list[torch.Tensor], sigmas: torch.Tensor) -> None:
+    """One sync after the loop: name the first step whose model output (or result) was nan/inf."""
+    if not finite or bool(torch.stack(finite).all()):
+        return
+    i = int((~torch.stack(finite)).int().argmax())
+    raise ValueError(
+        f"the model returned nan or inf at step {i} (sigma={float(sigmas[i]):.4g}); the result is unusable. "
+        "Check the model and its precision (fp16 overflow: try fp32 or bf16) and the conditioning."
+    )
 
 
 @torch.no_grad()

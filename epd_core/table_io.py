@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import datetime as _dt
 import json
+import math
 import os
 from collections.abc import Mapping
 from pathlib import Path
@@ -20,13 +21,15 @@ from safetensors import SafetensorError, safe_open
 from safetensors.torch import save as _st_save
 
 from .atomic import atomic_write
-from .params import EPDParams
+from .params import EPDParams, check_json_shape, check_json_text
+from .vocab import MAX_POINTS
 
 FORMAT = "epd-table"
 FORMAT_VERSION = "1"
 PICKLE_SUFFIXES = (".pkl", ".pickle", ".pt", ".pth", ".ckpt", ".bin")  # torch.save / pickle files, never opened
 VALUE_ARRAYS = ("r", "lam", "c", "a")
 LOGIT_ARRAYS = ("r_logits", "weight_logits", "scale_dir_logits", "scale_time_logits")
+MAX_STEPS = 10_000  # rows of a table; ComfyUI's step widgets stop at 10000
 _CONSISTENCY_ATOL = 1e-9  # stored values vs. the values recomputed from the stored logits
 
 
@@ -99,7 +102,10 @@ def looks_like_pickle(head: bytes) -> bool:
 
 
 def _sniff(path: Path) -> None:
-    """Accept a safetensors header; refuse pickle (0x80 protocol byte) and zip ('PK', torch.save) files."""
+    """Accept a safetensors header; refuse pickle (0x80 protocol byte) and zip ('PK', torch.save) files.
+
+    The file's bytes are never echoed: through a symlink they could be any file's contents.
+    """
     size = path.stat().st_size
     with path.open("rb") as fh:
         head = fh.read(9)
@@ -108,11 +114,18 @@ def _sniff(path: Path) -> None:
         return
     if looks_like_pickle(head):
         raise _pickle_refusal(path)
-    raise ValueError(f"{path} is not a safetensors EPD table (first bytes {head!r}); save tables with save_table.")
+    raise ValueError(
+        f"{path} is not a safetensors EPD table ({size} bytes, no safetensors header at the start); "
+        "choose a file written by EPD Save Table (save_table)."
+    )
 
 
 def load_table(path: str | os.PathLike[str]) -> EPDParams:
-    """Read and validate a table written by :func:`save_table`; pickles are refused, never opened."""
+    """Read and validate a table written by :func:`save_table`; pickles are refused, never opened.
+
+    Only the known arrays are read, after their shapes are checked against the header; a file
+    with other arrays is refused (an EPD table holds nothing else), so no foreign tensor is loaded.
+    """
     path = Path(path)
     if path.suffix.lower() in PICKLE_SUFFIXES:
         raise _pickle_refusal(path)
@@ -122,10 +135,26 @@ def load_table(path: str | os.PathLike[str]) -> EPDParams:
     try:
         with safe_open(str(path), framework="pt", device="cpu") as fh:
             header = dict(fh.metadata() or {})
+            fields = _parse_header(header, str(path))
+            _check_file_arrays(fh, fields, path)
             arrays = {k: fh.get_tensor(k) for k in fh.keys()}  # noqa: SIM118 (safe_open has no __iter__)
     except SafetensorError as err:
-        raise ValueError(f"{path} is not a readable safetensors file: {err}") from err
+        raise ValueError(f"{path} is not a readable safetensors file ({err}); re-save the table.") from err
     return params_from_parts(arrays, header, source=str(path))
+
+
+def _check_file_arrays(fh: Any, fields: Mapping[str, Any], path: Path) -> None:
+    """Names and shapes from the file's index, before any tensor is read."""
+    names = set(fh.keys())
+    unknown = sorted(names - {*VALUE_ARRAYS, "sigmas", *LOGIT_ARRAYS})
+    if unknown:
+        shown = ", ".join(repr(k[:40]) for k in unknown[:5]) + (", ..." if len(unknown) > 5 else "")
+        raise ValueError(
+            f"{path} holds {len(unknown)} arrays that are not part of an EPD table ({shown}); "
+            "they are not read. Re-save the table with EPD Save Table (save_table), which writes only table arrays."
+        )
+    shapes = {name: tuple(fh.get_slice(name).get_shape()) for name in names}
+    _check_shapes(shapes, fields["num_steps"], fields["num_points"], str(path))
 
 
 def table_to_json(params: EPDParams) -> str:
@@ -139,19 +168,30 @@ def table_to_json(params: EPDParams) -> str:
 def table_from_json(text: str) -> EPDParams:
     """Inverse of :func:`table_to_json`, with the same validation as :func:`load_table`."""
     source = "EPD table JSON"
+    if not isinstance(text, str):
+        raise ValueError(f"{source} must be text, got {type(text).__name__}; paste the text written by EPD Save Table.")
+    check_json_text(text, source)
     try:
         obj = json.loads(text)
-    except (TypeError, json.JSONDecodeError) as err:
+    except json.JSONDecodeError as err:
         raise ValueError(f"{source} is not valid JSON: {err}; paste the text written by EPD Save Table.") from err
+    except ValueError as err:  # e.g. an integer longer than sys.get_int_max_str_digits()
+        raise ValueError(
+            f"{source} holds a value JSON cannot read ({err}); paste the text written by EPD Save Table."
+        ) from err
     if not isinstance(obj, dict):
         # ValueError, like every other problem with the pasted text (callers catch one type).
         raise ValueError(f"{source} must be a JSON object, got {type(obj).__name__}.")
     names = (*VALUE_ARRAYS, "sigmas", *LOGIT_ARRAYS)
+    header = {k: v for k, v in obj.items() if k not in names}
+    _parse_header(header, source)  # K and the step count are checked before any array is built
     try:
         arrays = {k: torch.tensor(obj[k], dtype=torch.float64) for k in names if k in obj}
-    except (TypeError, ValueError) as err:
-        raise ValueError(f"{source}: arrays must be nested lists of numbers: {err}") from err
-    header = {k: v for k, v in obj.items() if k not in names}
+    except (TypeError, ValueError, OverflowError, RuntimeError) as err:
+        raise ValueError(
+            f"{source}: arrays must be nested lists of numbers ({type(err).__name__}: {err}); "
+            "paste the text written by EPD Save Table."
+        ) from err
     return params_from_parts(arrays, header, source=source)
 
 
@@ -161,19 +201,22 @@ def params_from_parts(arrays: Mapping[str, torch.Tensor], header: Mapping[str, A
     missing = [k for k in (*VALUE_ARRAYS, "sigmas") if k not in arrays]
     if missing:
         raise ValueError(f"{source} lacks the arrays {missing}; an EPD table needs r, lam, c, a and sigmas.")
+    low = sorted({str(v.dtype).removeprefix("torch.") for v in arrays.values() if v.dtype != torch.float64})
     arr = {k: v.to(torch.float64) for k, v in arrays.items()}
-    _check_shapes(arr, fields["num_steps"], fields["num_points"], source)
+    _check_shapes({k: tuple(v.shape) for k, v in arr.items()}, fields["num_steps"], fields["num_points"], source)
+    _check_finite(arr, source)
     # Value ranges are checked once, by EPDParams: from_values for a values-only file; a file
     # with logits must give values equal to those its logits imply (_check_consistent).
     kw = {k: fields[k] for k in ("scale_dir", "scale_time", "afs", "metadata")}
     try:
         if all(k in arr for k in LOGIT_ARRAYS):
             params = EPDParams(*(arr[k] for k in LOGIT_ARRAYS), arr["sigmas"], **kw)
-            _check_consistent(params, arr, source)
-            return params
-        return EPDParams.from_values(arr["r"], arr["lam"], arr["sigmas"], c=arr["c"], a=arr["a"], **kw)
+        else:
+            return EPDParams.from_values(arr["r"], arr["lam"], arr["sigmas"], c=arr["c"], a=arr["a"], **kw)
     except (ValueError, TypeError) as err:
         raise ValueError(f"{source}: {err}") from err
+    _check_consistent(params, arr, source, low)
+    return params
 
 
 def _parse_header(header: Mapping[str, Any], source: str) -> dict[str, Any]:
@@ -187,17 +230,63 @@ def _parse_header(header: Mapping[str, Any], source: str) -> dict[str, Any]:
             "Update ComfyUI-EPD to read newer tables."
         )
     try:
-        meta = header.get("epd_metadata", header.get("metadata", {}))
-        return {
-            "num_steps": int(header["num_steps"]),
-            "num_points": int(header["num_points"]),
-            "scale_dir": float(header.get("scale_dir", 0.0)),
-            "scale_time": float(header.get("scale_time", 0.0)),
+        fields = {
+            "num_steps": _parse_count("num_steps", header.get("num_steps"), MAX_STEPS),
+            "num_points": _parse_count("num_points", header.get("num_points"), MAX_POINTS),
+            "scale_dir": _parse_float("scale_dir", header.get("scale_dir", 0.0)),
+            "scale_time": _parse_float("scale_time", header.get("scale_time", 0.0)),
             "afs": _parse_bool(header.get("afs", False)),
-            "metadata": json.loads(meta) if isinstance(meta, str) else meta,
         }
-    except (KeyError, TypeError, ValueError) as err:
-        raise ValueError(f"{source} has a malformed header ({type(err).__name__}: {err}); re-save the table.") from err
+    except ValueError as err:
+        raise ValueError(f"{source} has a malformed header: {err}; re-save the table with EPD Save Table.") from err
+    fields["metadata"] = _parse_metadata(header.get("epd_metadata", header.get("metadata", {})), source)
+    return fields
+
+
+def _parse_count(name: str, value: Any, cap: int) -> int:
+    """A whole number in [1, cap]: a JSON int or a string of digits; 5.7, true and "5.0" are refused."""
+    if isinstance(value, str) and value.isascii() and value.isdigit() and len(value) <= 20:
+        value = int(value)
+    if value is None:
+        raise ValueError(f"{name} is missing (a whole number between 1 and {cap})")
+    if isinstance(value, bool) or not isinstance(value, int):
+        shown = repr(value) if len(repr(value)) <= 40 else f"a {type(value).__name__} of {len(repr(value))} characters"
+        raise ValueError(f"{name} must be a whole number between 1 and {cap}, got {shown}")
+    if not 1 <= value <= cap:
+        why = " (the num_points widget's maximum; K x batch rows go to one model call)" if name == "num_points" else ""
+        shown = value if len(str(value)) <= 20 else f"a {len(str(value))}-digit number"
+        raise ValueError(f"{name} must be between 1 and {cap}{why}, got {shown}")
+    return value
+
+
+def _parse_float(name: str, value: Any) -> float:
+    """A finite number (JSON number or its string); bools and huge integers are refused."""
+    if isinstance(value, bool) or not isinstance(value, (int, float, str)) or len(str(value)) > 40:
+        raise ValueError(f"{name} must be a number in [0, 1), got a {type(value).__name__}")
+    try:
+        number = float(value)
+    except (ValueError, OverflowError) as err:
+        raise ValueError(f"{name} must be a number in [0, 1), got {value!r}") from err
+    if not math.isfinite(number):
+        raise ValueError(f"{name} must be a finite number in [0, 1), got {value!r}")
+    return number
+
+
+def _parse_metadata(meta: Any, source: str) -> dict[str, Any]:
+    """The metadata mapping: JSON text in a file, an object in JSON; nesting capped before parsing."""
+    if isinstance(meta, str):
+        check_json_text(meta, f"{source}: epd_metadata")
+        try:
+            meta = json.loads(meta)
+        except ValueError as err:
+            raise ValueError(f"{source}: epd_metadata is not valid JSON ({err}); re-save the table.") from err
+    if not isinstance(meta, dict):
+        raise ValueError(f"{source}: metadata must be a JSON object, got {type(meta).__name__}; re-save the table.")
+    try:
+        check_json_shape(meta, f"{source}: metadata")
+    except ValueError as err:
+        raise ValueError(f"{err} Re-save the table with smaller metadata.") from err
+    return meta
 
 
 def _parse_bool(value: Any) -> bool:
@@ -209,29 +298,42 @@ def _parse_bool(value: Any) -> bool:
     raise ValueError(f"afs must be true or false, got {value!r}")
 
 
-def _check_shapes(arr: Mapping[str, torch.Tensor], steps: int, points: int, source: str) -> None:
+def _check_shapes(shapes: Mapping[str, tuple[int, ...]], steps: int, points: int, source: str) -> None:
     """Every table is [num_steps, num_points]; the grid has num_steps + 1 values."""
-    for name in (*VALUE_ARRAYS, *(k for k in LOGIT_ARRAYS if k in arr)):
-        if tuple(arr[name].shape) != (steps, points):
+    for name in (*VALUE_ARRAYS, *(k for k in LOGIT_ARRAYS if k in shapes)):
+        if name in shapes and shapes[name] != (steps, points):
             raise ValueError(
-                f"{source}: array {name!r} has shape {tuple(arr[name].shape)}, but the header says "
+                f"{source}: array {name!r} has shape {shapes[name]}, but the header says "
                 f"num_steps={steps}, num_points={points}; the file is inconsistent, re-save it."
             )
-    if tuple(arr["sigmas"].shape) != (steps + 1,):
-        raise ValueError(
-            f"{source}: sigmas has shape {tuple(arr['sigmas'].shape)}, expected ({steps + 1},) = num_steps + 1."
-        )
+    if "sigmas" in shapes and shapes["sigmas"] != (steps + 1,):
+        raise ValueError(f"{source}: sigmas has shape {shapes['sigmas']}, expected ({steps + 1},) = num_steps + 1.")
+
+
+def _check_finite(arr: Mapping[str, torch.Tensor], source: str) -> None:
+    """Every stored value is finite."""
     for name, t in arr.items():
         if not bool(torch.isfinite(t).all()):
             raise ValueError(f"{source}: array {name!r} contains nan or inf; every value must be finite.")
 
 
-def _check_consistent(params: EPDParams, arr: Mapping[str, torch.Tensor], source: str) -> None:
-    """Stored r/lam/c/a must equal the values recomputed from the stored logits."""
+def _check_consistent(params: EPDParams, arr: Mapping[str, torch.Tensor], source: str, low: list[str]) -> None:
+    """Stored r/lam/c/a must equal the values recomputed from the stored logits.
+
+    ``low``: dtypes below float64 found in the file; their rounding alone breaks the equality.
+    """
     for name in VALUE_ARRAYS:
         diff = (getattr(params, name) - arr[name]).abs().max().item()
-        if diff > _CONSISTENCY_ATOL:
+        if diff <= _CONSISTENCY_ATOL:
+            continue
+        if low:
             raise ValueError(
-                f"{source}: stored {name!r} differs from the value implied by its logits by {diff:.3g}; "
-                "the file was edited by hand: re-save it, or delete the *_logits arrays to rebuild from values."
+                f"{source} stores its arrays as {', '.join(low)}, not float64: the rounding makes the stored "
+                f"{name!r} differ from the value implied by its logits by {diff:.3g}. Save tables with EPD Save "
+                "Table (save_table writes float64), or convert the arrays to float64 and delete the *_logits "
+                "arrays to rebuild them from the values."
             )
+        raise ValueError(
+            f"{source}: stored {name!r} differs from the value implied by its logits by {diff:.3g}; "
+            "the file was edited by hand: re-save it, or delete the *_logits arrays to rebuild from values."
+        )

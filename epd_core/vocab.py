@@ -55,3 +55,8 @@ TAIL_CHOICES: tuple[TailChoice, ...] = (AUTO, *TAILS)
 TABLE_KIND_CHOICES: tuple[TableKindChoice, ...] = (AUTO, *TABLE_KINDS)
 SCHEDULE_CHOICES = (AUTO, *SCHEDULE_NAMES)
 AFS_CHOICES = (AUTO, "on", "off")
+
+# K, the parallel points per step, is capped where the node widget caps it (nodes/types.py
+# num_points max): a batched step makes one model call of K x batch rows, so a K read from a
+# file or JSON must not be able to ask for more memory than the widget allows.
+MAX_POINTS = 8

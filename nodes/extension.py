@@ -9,6 +9,7 @@ from .comfy import folders, reward_files, sampling
 from .comfy.api import ComfyExtension, io
 from .distill_nodes import EPDDistill
 from .file_nodes import EPDImportUpstreamTable, EPDLoadTable, EPDSaveTable
+from .lagrange_nodes import EPDLagrangeSampler
 from .options import KSAMPLER_ENTRY_ENV, KSAMPLER_ENTRY_NAME
 from .reward_nodes import (
     EPDAestheticReward,
@@ -28,6 +29,7 @@ log = logging.getLogger(__name__)
 NODES: tuple[type[io.ComfyNode], ...] = (
     EPDSampler,
     EPDSigmas,
+    EPDLagrangeSampler,
     EPDDefaultTable,
     EPDLoadTable,
     EPDSaveTable,

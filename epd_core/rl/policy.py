@@ -12,6 +12,7 @@ distribution; training moves the residual, never the base.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import torch
@@ -28,6 +29,9 @@ ALPHA_MIN = 1e-3
 # Sampled segments are kept off 0 so that positions stay strictly inside (0, 1).
 SEGMENT_FLOOR = 1e-9
 LOG_STD_RANGE = (-7.0, 2.0)  # upstream's clamp of the log-normal log-std
+# Network size caps (upstream: 128 x 2). 1024 wide x 8 blocks is ~8.4M float64 weights (67 MB).
+MAX_HIDDEN = 1024
+MAX_LAYERS = 8
 
 
 @dataclass(frozen=True)
@@ -227,10 +231,17 @@ def scale_range(values: torch.Tensor, current: float) -> float:
 
 
 def check_policy_options(concentration: float, scale_std: float, hidden: int, layers: int) -> None:
-    """Clear errors for settings that cannot make a policy."""
+    """Clear errors for settings that cannot make a policy; checked before anything is allocated."""
+    for name, value in (("concentration", concentration), ("scale_std", scale_std)):
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+            raise ValueError(f"policy option {name} must be a finite number, got {value!r}")
+    for name, value, low, cap in (("hidden", hidden, 1, MAX_HIDDEN), ("layers", layers, 0, MAX_LAYERS)):
+        if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= cap:
+            raise ValueError(
+                f"policy option {name}={value!r} must be a whole number in [{low}, {cap}] "
+                f"(upstream uses hidden=128, layers=2); the cap keeps the network small enough to allocate"
+            )
     if not concentration > 0:
         raise ValueError(f"concentration kappa={concentration} must be > 0 (20 is upstream's default)")
     if not 0 < scale_std < 1:
         raise ValueError(f"scale_std={scale_std} must be in (0, 1) (0.05 is upstream's default)")
-    if hidden < 1 or layers < 0:
-        raise ValueError(f"hidden={hidden} must be >= 1 and layers={layers} >= 0")

@@ -20,6 +20,11 @@ EXPECTED = {
         ["table", "num_points", "plugin", "max_order", "form", "parallel", "chunk_size", "afs", "tail"],
         ["SAMPLER"],
     ),
+    "EPD_LagrangeSampler": (
+        "EPD Lagrange Sampler",
+        ["order", "refinements", "nodes", "warm_start", "parallel"],
+        ["SAMPLER"],
+    ),
     "EPD_Sigmas": ("EPD Sigmas", ["model", "steps", "schedule", "end_at_zero", "table"], ["SIGMAS"]),
     "EPD_DefaultTable": (
         "EPD Default Table",
