@@ -2,7 +2,15 @@
 
 from __future__ import annotations
 
-from ..epd_core.vocab import AUTO, DEFAULT_FORM_CHOICE, DEFAULT_TABLE_FORM, FORM_CHOICES, FORMS, TAIL_CHOICES
+from ..epd_core.vocab import (
+    AUTO,
+    DEFAULT_FORM_CHOICE,
+    DEFAULT_TABLE_FORM,
+    FORM_CHOICES,
+    FORMS,
+    MAX_POINTS,
+    TAIL_CHOICES,
+)
 from .comfy.api import io
 from .options import FORM_TOOLTIP, TABLE_FORM_TOOLTIP, TAIL_TOOLTIP
 
@@ -41,7 +49,7 @@ K_TOOLTIP = "K, the number of intermediate points evaluated in parallel per step
 def num_points_input(with_table: bool = True) -> io.Input:
     """K, the number of parallel points per step."""
     note = " Used only when no table is connected; a table brings its own K." if with_table else ""
-    return io.Int.Input("num_points", default=2, min=1, max=8, tooltip=K_TOOLTIP + note)
+    return io.Int.Input("num_points", default=2, min=1, max=MAX_POINTS, tooltip=K_TOOLTIP + note)
 
 
 def overwrite_input() -> io.Input:

@@ -318,8 +318,11 @@ def sample_epd_comfy(
     denoiser = TiledInpaint(model, x.shape[0]) if tiled else model
     config = StepConfig(kind_of(model_sampling), run.form, run.afs, max(max_order, 1), mode, chunk_size)
     report = step_callback(callback, len(sigmas) - 1, len(run.sigmas) - 1)
-    return run_rows(denoiser, x, run.sigmas, table_rows(run.params) if rows is None else rows, config, extra_args,
-                    report)  # fmt: skip
+    step_rows = table_rows(run.params) if rows is None else rows
+    try:
+        return run_rows(denoiser, x, run.sigmas, step_rows, config, extra_args, report)
+    except ValueError as err:  # a bad latent or model output (nan, wrong batch): say which node ran it
+        raise ValueError(f"{SAMPLER_NODE}: {err}") from err
 
 
 def make_guider(model_patcher: Any, positive: Any, negative: Any, cfg: float) -> comfy.samplers.CFGGuider:
