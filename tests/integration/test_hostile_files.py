@@ -1,14 +1,16 @@
 """Hostile files queued on a real server: each is refused with the node's name, nothing leaks, and the
 prompt worker answers a good prompt within 5 s after each one (issue 13).
 
-The files are made here: a pickle whose list DAG doubles at each of 64 levels (a tree walk
-takes 2^64 steps), a pickle renamed .safetensors, a symlink from models/epd to a system file
+The files are made here: an upstream predictor whose attribute is a list DAG that doubles at
+each of 64 levels (a tree walk takes 2^64 steps; the issue saw the worker hang until restart),
+one within the depth budget whose tree expansion is 2^24 values, a pickle renamed .safetensors, a symlink from models/epd to a system file
 (its bytes must never reach the message), a truncated safetensors header, and inline table
 JSON nested 100,000 deep or holding a 401-digit integer.
 """
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import os
 import pickle
@@ -18,18 +20,39 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import torch
 from comfy_server import Server, running_server
 
 ROOT = Path(__file__).resolve().parents[2]
 GOOD_WITHIN_S = 5.0
 
 
-def dag_pickle(levels: int) -> bytes:
-    """A 64-level list DAG: x = [x, x] at every level, a few hundred bytes thanks to the pickle memo."""
-    x: list[Any] = []
+def _upstream_writer() -> Any:
+    """tests/core/test_upstream.py, the one writer of upstream-shaped pickles (loaded by path)."""
+    spec = importlib.util.spec_from_file_location("epd_upstream_writer", ROOT / "tests" / "core" / "test_upstream.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+_writer = _upstream_writer()
+fake_modules = _writer.fake_modules  # makes the pickler's stand-in globals importable while writing
+
+
+def dag(levels: int) -> list[Any]:
+    """x = [x, x], ``levels`` times: a few bytes per level thanks to the pickle memo, 2 ** levels as a tree."""
+    value: list[Any] = [0]
     for _ in range(levels):
-        x = [x, x]
-    return pickle.dumps({"predictor": x, "num_steps": 4}, protocol=4)
+        value = [value, value]
+    return value
+
+
+def dag_predictor(levels: int) -> bytes:
+    """A 3-step K = 2 upstream predictor whose extra attribute is a DAG."""
+    params = {k: torch.full((3, 2), 0.25) for k in _writer._PARAMS}
+    attrs = {"num_steps": 4, "num_points": 2, "schedule_type": "time_uniform", "sigma_min": 0.002,
+             "sigma_max": 80.0, "schedule_rho": 1.0, "afs": False, "dataset_name": "cifar10", "extra": dag(levels)}  # fmt: skip
+    return _writer._predictor_pickle(params, attrs)
 
 
 @pytest.fixture(scope="module")
@@ -38,7 +61,6 @@ def server(comfyui: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[
     tables, inputs = base / "models" / "epd", base / "input" / "epd"
     tables.mkdir(parents=True)
     inputs.mkdir(parents=True)
-    (inputs / "dag.pkl").write_bytes(dag_pickle(64))
     (tables / "renamed_pickle.safetensors").write_bytes(pickle.dumps({"a": 1}, protocol=4))
     (tables / "truncated.safetensors").write_bytes((10**6).to_bytes(8, "little") + b'{"a":')
     os.symlink("/etc/passwd", tables / "passwd.safetensors")
@@ -77,14 +99,32 @@ def hostile_prompts() -> dict[str, dict[str, Any]]:
     inline = lambda text: {"1": {"class_type": "EPD_Table", "inputs": {"table_json": text}}, "2": save}  # noqa: E731
     load = lambda name: {"1": {"class_type": "EPD_LoadTable", "inputs": {"table_name": name}}, "2": save}  # noqa: E731
     return {
-        "upstream-dag": {"1": {"class_type": "EPD_ImportUpstreamTable",
-                               "inputs": {"path": "epd/dag.pkl", "save_as": "", "overwrite": False}}, "2": save},
+        "upstream-dag-64": {"1": {"class_type": "EPD_ImportUpstreamTable",
+                                  "inputs": {"path": "epd/dag_64.pkl", "save_as": "", "overwrite": False}}, "2": save},
         "renamed-pickle": load("renamed_pickle.safetensors"),
         "truncated": load("truncated.safetensors"),
         "symlink-to-passwd": load("passwd.safetensors"),
         "json-nested": inline(deep),
         "json-401-digits": inline(huge),
     }  # fmt: skip
+
+
+def test_a_shared_dag_within_the_budget_imports_fast_and_stays_small(
+    server: Server, request: pytest.FixtureRequest
+) -> None:
+    """24 levels: 2^24 values as a tree (82-118 s and 3.8-5.9 GB before); now imported in seconds, not expanded."""
+    request.getfixturevalue("fake_modules")
+    (server.base / "input" / "epd" / "dag_24.pkl").write_bytes(dag_predictor(24))
+    prompt = {"1": {"class_type": "EPD_ImportUpstreamTable",
+                    "inputs": {"path": "epd/dag_24.pkl", "save_as": "dag_24", "overwrite": True}}}  # fmt: skip
+    start = time.monotonic()
+    result = server.run(prompt, timeout=60)
+    if result["status"]["status_str"] == "error":  # refused by a budget is fine too, as long as it is quick
+        assert refusal(result)["exception_message"].startswith("EPD Import Upstream Table: ")
+    else:
+        saved = server.base / "models" / "epd" / "dag_24.safetensors"
+        assert saved.stat().st_size < 64 * 1024, saved.stat().st_size
+    assert time.monotonic() - start < GOOD_WITHIN_S
 
 
 def refusal(result: dict[str, Any]) -> dict[str, Any]:
@@ -95,8 +135,13 @@ def refusal(result: dict[str, Any]) -> dict[str, Any]:
 
 
 @pytest.mark.parametrize("case", list(hostile_prompts()))
-def test_hostile_file_is_refused_and_the_worker_stays_responsive(server: Server, case: str) -> None:
+def test_hostile_file_is_refused_and_the_worker_stays_responsive(
+    server: Server, case: str, request: pytest.FixtureRequest
+) -> None:
     prompt = hostile_prompts()[case]
+    if case.startswith("upstream-dag"):
+        request.getfixturevalue("fake_modules")
+        (server.base / "input" / "epd" / "dag_64.pkl").write_bytes(dag_predictor(64))
     status, data = server.queue(prompt)
     if status != 200:  # refused at validation (e.g. Load Table's own check): the worker never saw it
         message = json.dumps(data)

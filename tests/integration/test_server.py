@@ -36,7 +36,11 @@ def test_pack_imports_cleanly(server: Server) -> None:
 def test_object_info_serves_the_nodes(server: Server) -> None:
     info = server.get("/object_info")
     epd = {k: v for k, v in info.items() if k.startswith("EPD_")}
-    assert len(epd) == 16 and all(v["category"].startswith("sampling/custom_sampling/epd") for v in epd.values())
+    assert (
+        len(epd) == 17
+        and "EPD_LagrangeSampler" in epd
+        and all(v["category"].startswith("sampling/custom_sampling/epd") for v in epd.values())
+    )
     assert epd["EPD_Sampler"]["output"] == ["SAMPLER"]
     assert "table" in epd["EPD_Sampler"]["input"]["optional"]
 
