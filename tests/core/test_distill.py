@@ -91,6 +91,22 @@ def test_stopping_keeps_the_best_table_so_far() -> None:
     assert not stats[-1].best_table.r_logits.requires_grad
 
 
+def test_distillation_never_returns_a_table_worse_than_its_start() -> None:
+    # A learning rate far too large makes every update worse: the start, scored on the same
+    # validation batch before training, must then be what comes back (issue 14, item 4).
+    from epd_core.distill.loop import validation_error
+
+    config = DistillConfig(iterations=6, batch=4, teacher="heun", inserted=3, eval_every=1, lr=500.0, lr_min=500.0)
+    start, stats = run(config, default_table(grid(), 2, form="direction"))
+    x_val = noise_fn(config.val_batch, torch.Generator().manual_seed(config.seed + 1))
+    y_val = teacher_trajectory(model, x_val, start.sigmas, teacher="heun", inserted=3)[-1]
+    start_error = validation_error(model, start, x_val, y_val, StepConfig(form="direction"), {}, None)
+    assert all(s.val_error > start_error for s in stats), "the too-large steps never beat the start"
+    assert stats[-1].best_val_error == pytest.approx(start_error, rel=1e-12)
+    torch.testing.assert_close(stats[-1].best_table.r_logits, start.r_logits)
+    torch.testing.assert_close(stats[-1].best_table.weight_logits, start.weight_logits)
+
+
 def test_a_feature_loss_is_trained_and_picks_the_best_table() -> None:
     def feature(x: torch.Tensor) -> torch.Tensor:  # a feature the pixel loss underweights
         return 10 * x[:, :1]
