@@ -226,8 +226,8 @@ class Reporter:
     gets none, as ComfyUI's own per-node messages.
     """
 
-    def __init__(self, total: int, node_id: str | None) -> None:
-        self.total, self.node_id = total, node_id
+    def __init__(self, total: int, node_id: str | None, node_type: str) -> None:
+        self.total, self.node_id, self.node_type = total, node_id, node_type
         self.bar = comfy.utils.ProgressBar(total, node_id=node_id)
         self.server = prompt_server()
         self.send_failed = False
@@ -238,7 +238,7 @@ class Reporter:
         client = getattr(self.server, "client_id", None)
         if client is None:
             return
-        payload = {"node": self.node_id, "step": step, "total": self.total, **values}
+        payload = {"node": self.node_id, "type": self.node_type, "step": step, "total": self.total, **values}
         try:
             self.server.send_sync(TRAIN_EVENT, payload, client)
         except Exception:  # the chart is a nicety: training goes on, but the failure is logged once

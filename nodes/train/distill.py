@@ -54,7 +54,7 @@ def run_distill(model: Any, positive: list, negative: list, opts: dict[str, Any]
     noise_fn = training.noise_fn_for(model, shape, float(start.sigmas[0]))
     kind = sampling.kind_of(model.get_model_object("model_sampling"))
     step_config = StepConfig(kind=kind, form=opts["form"], afs=start.afs)
-    reporter = training.Reporter(config.iterations, node_id)
+    reporter = training.Reporter(config.iterations, node_id, "EPD_Distill")
     vae = opts.get("vae")
     features = training.decoded_images_fn(model, vae) if vae is not None else None
     losses: list[float] = []

@@ -75,7 +75,7 @@ def run_rl(model, vae, positive, negative, reward, table, opts, node_id):
             f"{RL_NODE}: policy_file {os.path.basename(path)!r} already exists in models/{folders.POLICY_FOLDER}; "
             "turn on resume to continue it, overwrite_policy to replace it, or choose another name."
         )
-    reporter = training.Reporter(config.iterations, node_id)
+    reporter = training.Reporter(config.iterations, node_id, "EPD_RLTune")
     images_of = make_rollout(model, vae, positive, negative, opts, table)
     rewards, preview = [], None
 

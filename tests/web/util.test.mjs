@@ -9,6 +9,7 @@ import {
   firstText,
   formatTableSummary,
   tableSummary,
+  trainEventNode,
 } from "../../web/js/epd_util.js";
 
 // The JSON of a 5-step, K=2 default table, as epd_core.table_io.table_to_json writes it (arrays trimmed).
@@ -86,4 +87,14 @@ test("findNodeByExecutionId walks subgraph ids like 12:5", () => {
   assert.equal(findNodeByExecutionId(root, "99"), null);
   assert.equal(findNodeByExecutionId(root, ""), null);
   assert.equal(findNodeByExecutionId(null, "3"), null);
+});
+
+test("trainEventNode needs the event's node type as well as its id", () => {
+  const graphOf = (nodes) => ({ getNodeById: (id) => nodes.find((n) => n.id === id) ?? null });
+  const distill = { id: 4, comfyClass: "EPD_Distill" };
+  const guider = { id: 4, type: "CFGGuider" }; // the same id in another workflow's graph
+  assert.equal(trainEventNode(graphOf([distill]), { node: "4", type: "EPD_Distill" }), distill);
+  assert.equal(trainEventNode(graphOf([guider]), { node: "4", type: "EPD_Distill" }), null);
+  assert.equal(trainEventNode(graphOf([guider]), { node: "4" }), guider); // an older server sends no type
+  assert.equal(trainEventNode(graphOf([distill]), { node: "9", type: "EPD_Distill" }), null);
 });

@@ -1,14 +1,14 @@
 // EPD.LossChart: a live training chart on EPD training nodes (comfyui-integration.md §5.3).
-// Python sends websocket events "epd.train" {node, step, total, loss, reward?} while it trains; the
-// node with that id gets a DOM widget with loss (left axis) and a second value (right axis) against
-// step: reward, or else the first other number in the event (EPD Distill sends "val").
-// A node may also return ui {"epd_curve": [{step, loss, reward?}, ...]} when it finishes. The last
-// curve is kept, downsampled, in node.properties so a reloaded workflow shows it again (onConfigure).
+// Python sends websocket events "epd.train" {node, type, step, total, loss, reward?} to the client that
+// queued the prompt while it trains; the node with that id and type gets a DOM widget with loss (left
+// axis) and a second value (right axis) against step: reward, or else the first other number in the
+// event (EPD Distill sends "val"). The last curve is kept, downsampled, in node.properties so a
+// reloaded workflow shows it again (onConfigure).
 // Only the display depends on this file; Python never waits for or reads anything from it.
 import { app } from "../../../scripts/app.js";
 import { api } from "../../../scripts/api.js";
 import { chartLayout, downsample, formatTick } from "./epd_chart_math.js";
-import { chainCallback, findNodeByExecutionId } from "./epd_util.js";
+import { chainCallback, trainEventNode } from "./epd_util.js";
 
 const EVENT = "epd.train";
 const PROPERTY = "epd_train_curve";
@@ -17,7 +17,7 @@ const MAX_SAVED = 200; // rows written into the workflow
 const MAX_DRAWN = 400;
 const HEIGHT = 170;
 const COLORS = ["#4e9af1", "#f0a04b"]; // loss, second value
-const FIXED_KEYS = new Set(["node", "step", "total", "loss"]);
+const FIXED_KEYS = new Set(["node", "type", "step", "total", "loss"]);
 const BOX = { width: 320, height: HEIGHT - 22, pad: { left: 44, right: 44, top: 8, bottom: 18 } };
 const SVG_NS = "http://www.w3.org/2000/svg";
 const charts = new WeakMap(); // node -> {title, svg, rows: [[step, loss, second|null]], second, total, queued}
@@ -111,7 +111,7 @@ function toRow(item, second) {
 }
 
 function onTrainEvent({ detail }) {
-  const node = findNodeByExecutionId(app.graph, detail?.node);
+  const node = trainEventNode(app.graph, detail);
   if (!node) return;
   const chart = ensureChart(node);
   const last = chart.rows.at(-1);
@@ -132,15 +132,6 @@ app.registerExtension({
   },
   async beforeRegisterNodeDef(nodeType, nodeData) {
     if (!nodeData?.name?.startsWith("EPD_")) return;
-    chainCallback(nodeType.prototype, "onExecuted", function (message) {
-      if (!Array.isArray(message?.epd_curve)) return;
-      const chart = ensureChart(this);
-      chart.second = secondKey(message.epd_curve[0]);
-      chart.rows = message.epd_curve.map((item) => toRow(item, chart.second)).filter((r) => Number.isFinite(r[0]));
-      chart.total = chart.rows.at(-1)?.[0] ?? null;
-      save(this);
-      scheduleDraw(this);
-    });
     chainCallback(nodeType.prototype, "onConfigure", function () {
       const saved = this.properties?.[PROPERTY];
       if (!Array.isArray(saved?.rows) || !saved.rows.length) return;

@@ -30,6 +30,17 @@ export function findNodeByExecutionId(graph, id) {
   return node ?? null;
 }
 
+/**
+ * The node a training event belongs to: found by its execution id AND of the node type the event
+ * names, so an event never lands on another workflow's node that happens to share the id (a
+ * switched tab shows a different graph). Events without a type (older servers) match by id only.
+ */
+export function trainEventNode(graph, detail) {
+  const node = findNodeByExecutionId(graph, detail?.node);
+  if (!node || (detail?.type && (node.comfyClass ?? node.type) !== detail.type)) return null;
+  return node;
+}
+
 /** The first string of a node's ui "text" output ({"text": [s]}), or null. */
 export function firstText(message) {
   const text = message?.text;
