@@ -110,7 +110,10 @@ def autograd_safe(module: torch.nn.Module) -> int:
     """
     if torch.is_inference_mode_enabled():
         raise RuntimeError("autograd_safe must run outside torch.inference_mode (inside training_mode())")
-    swapped: dict[int, torch.Tensor] = {}  # id of the old tensor -> its ordinary copy (keeps ties)
+    # id of the old tensor -> its ordinary copy (keeps ties). The old tensors are not held, so each
+    # is freed as soon as its last holder is swapped (no second copy of the model); an id cannot be
+    # reused meanwhile, since every tensor still to visit was alive before the loop began.
+    swapped: dict[int, torch.Tensor] = {}
     for sub in module.modules():
         for store in (sub._parameters, sub._buffers):
             for name, old in store.items():
