@@ -1,4 +1,4 @@
-"""ComfyUI-EPD: EPD-Solver sampling for ComfyUI (comfyui-integration.md §2.3, §9).
+"""ComfyUI-EPD: EPD-Solver sampling for ComfyUI.
 
 ComfyUI imports this folder as a package; only the V3 entry point and the web folder
 are exported (a NODE_CLASS_MAPPINGS here would make ComfyUI skip the entry point).

@@ -3,7 +3,7 @@
 Euler, Heun (Karras et al. 2022, Alg. 1 without churn), DPM-Solver-2 (midpoint in
 log-sigma, as k-diffusion's sample_dpm_2) and iPNDM (fixed Adams-Bashforth
 coefficients, as zju-pi/diff-sampler). Distillation uses Heun and DPM-Solver-2 as
-teachers (epd-method.md §3.1). A step that ends at sigma = 0 falls back to Euler,
+teachers (docs/training.md). A step that ends at sigma = 0 falls back to Euler,
 as k-diffusion does, because the midpoint and the trapezoid need sigma_next > 0.
 """
 

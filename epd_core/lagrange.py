@@ -1,7 +1,7 @@
 """Interval-collocation sampler: Lagrange interpolation of the denoiser plus fixed-point sweeps.
 
-After Li, Zhou, Wei, Chen (2025), arXiv:2506.24042, as reconstructed in other-seeds.md
-Paper A (A.3): the paper's text was not available, so this is the standard
+After Li, Zhou, Wei, Chen (2025), arXiv:2506.24042, as reconstructed in
+docs/lagrange.md: the paper's text was not available, so this is the standard
 exponential-integrator collocation its abstract describes, not a transcription.
 
 In k-diffusion coordinates both model kinds obey d(x/sigma) = -D / sigma^2 dsigma, so with

@@ -1,4 +1,4 @@
-"""EPD predictor table as data, epd-method.md §1.1 (transforms) and §1.2 (tau).
+"""EPD predictor table as data (transforms) and §1.2 (tau).
 
 ``EPDParams`` holds the unconstrained logits of one table plus its sigma grid; the
 values the solver uses (r, lam, c, a) come from the pure transforms below, so
@@ -180,7 +180,7 @@ def _check_metadata(metadata: Any) -> dict[str, Any]:
 
 @dataclass(frozen=True, eq=False)
 class EPDParams:
-    """One EPD predictor table, epd-method.md §1.1: raw logits [S, K] plus the grid [S + 1] they belong to.
+    """One EPD predictor table: raw logits [S, K] plus the grid [S + 1] they belong to.
 
     Float64 CPU tensors that are passed in are stored as they are (not copied), so
     a distillation loop may hand in leaf tensors with requires_grad and backpropagate
@@ -198,7 +198,7 @@ class EPDParams:
     metadata: Mapping[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
-        """Validate once (style.md §3): shapes, finiteness, grid order, scale ranges, JSON metadata."""
+        """Validate once: shapes, finiteness, grid order, scale ranges, JSON metadata."""
         shape: tuple[int, ...] | None = None
         for name in _LOGIT_NAMES:
             t = _as_f64(name, getattr(self, name))

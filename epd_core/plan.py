@@ -1,4 +1,4 @@
-"""What an EPD run steps on: tail, grid, table fit, form and AFS, decided once (comfyui-integration.md §1.6, §9).
+"""What an EPD run steps on: tail, grid, table fit, form and AFS, decided once.
 
 ``plan_run`` is the one place that makes these decisions. The samplers call it; an
 adapter calls it with what it reads from its host (ComfyUI: the model's sigma_min and

@@ -1,7 +1,7 @@
 """Grayscale PNGs for the demo and benchmark grids, encoded by Pillow (the ``demo``/``bench`` extras).
 
 Pillow is imported when a PNG is written, so ``import epd_core`` keeps needing only torch,
-numpy and safetensors (style.md §2); ComfyUI itself already ships Pillow.
+numpy and safetensors; ComfyUI itself already ships Pillow.
 """
 
 from __future__ import annotations

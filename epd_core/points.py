@@ -1,8 +1,8 @@
-"""Evaluate the K intermediate points of an EPD step (epd-method.md §1.3).
+"""Evaluate the K intermediate points of an EPD step (docs/engine.md).
 
 Batched mode stacks the points K-major, ``[x_0; x_1; ...; x_{K-1}]`` with rows
-``k*B + b``: ComfyUI repeats per-sample conditioning cyclically
-(comfyui-integration.md §1.6), so K-major keeps every row aligned with its own
+``k*B + b``: ComfyUI repeats per-sample conditioning cyclically,
+so K-major keeps every row aligned with its own
 condition, whereas upstream's B-major ``repeat_interleave`` does not.
 """
 

@@ -1,4 +1,4 @@
-"""Sigma grids for EPD-Solver, epd-method.md §3.4 (`solver_utils.py::get_schedule`).
+"""Sigma grids for EPD-Solver (`solver_utils.py::get_schedule`).
 
 Every grid is a float64 CPU 1-D tensor of ``n`` points (``n`` = number of grid
 points, so ``n - 1`` solver steps), strictly descending, ending at sigma_min and
@@ -18,7 +18,7 @@ _F64 = torch.float64
 
 
 def _check_n(n: int) -> None:
-    """Reject grid sizes below 2 (epd-method.md §0: N grid points)."""
+    """Reject grid sizes below 2."""
     if isinstance(n, bool) or not isinstance(n, int) or n < 2:
         raise ValueError(f"n must be an int >= 2 (number of grid points), got {n!r}; pass steps + 1.")
 
@@ -56,7 +56,7 @@ def _rho_time(n: int, t_min: float, rho: float) -> torch.Tensor:
 
 
 def get_sigmas_polynomial(n: int, sigma_min: float, sigma_max: float, rho: float = 7.0) -> torch.Tensor:
-    """EDM polynomial grid, epd-method.md §3.4: sigma_i = (smax^{1/rho} + i/(N-1)(smin^{1/rho} - smax^{1/rho}))^rho."""
+    """EDM polynomial grid: sigma_i = (smax^{1/rho} + i/(N-1)(smin^{1/rho} - smax^{1/rho}))^rho."""
     _check_n(n)
     _check_range(sigma_min, sigma_max)
     _check_positive("rho", rho)
@@ -65,7 +65,7 @@ def get_sigmas_polynomial(n: int, sigma_min: float, sigma_max: float, rho: float
 
 
 def get_sigmas_logsnr(n: int, sigma_min: float, sigma_max: float) -> torch.Tensor:
-    """Log-SNR uniform grid, epd-method.md §3.4: sigma_i = exp(linspace(ln smax, ln smin, N))."""
+    """Log-SNR uniform grid: sigma_i = exp(linspace(ln smax, ln smin, N))."""
     _check_n(n)
     _check_range(sigma_min, sigma_max)
     return torch.linspace(math.log(sigma_max), math.log(sigma_min), n, dtype=_F64).exp()
@@ -74,7 +74,7 @@ def get_sigmas_logsnr(n: int, sigma_min: float, sigma_max: float) -> torch.Tenso
 def get_sigmas_time_uniform(
     n: int, sigma_min: float, sigma_max: float, rho: float = 1.0, eps_s: float = 1e-3
 ) -> torch.Tensor:
-    """VP-fit time-uniform grid, epd-method.md §3.4 (ICCV runs, rho = 1).
+    """VP-fit time-uniform grid (ICCV runs, rho = 1).
 
     sigma(t) = sqrt(exp(beta_d t^2 / 2 + beta_min t) - 1) with sigma(1) = sigma_max and
     sigma(eps_s) = sigma_min, evaluated at t_i = (1 + i/(N-1)(eps_s^{1/rho} - 1))^rho.
@@ -113,7 +113,7 @@ def _discrete_sigma_at(table: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
 
 
 def get_sigmas_discrete(n: int, model_sigmas: torch.Tensor, rho: float = 1.0, t_min: float = 1e-3) -> torch.Tensor:
-    """LDM/SD "discrete" (TPAMI "Uniform") grid, epd-method.md §3.4.
+    """LDM/SD "discrete" (TPAMI "Uniform") grid
 
     VP time t_i = (1 + i/(N-1)(t_min^{1/rho} - 1))^rho mapped through the model's
     discrete table. model_sigmas: [M] ascending (ComfyUI ``model_sampling.sigmas``).
@@ -138,7 +138,7 @@ def _shift_exp(s: torch.Tensor, mu: float) -> torch.Tensor:
 def get_sigmas_flowmatch(
     n: int, shift: float | None = None, mu: float | None = None, sigma_min_t: float = 1e-3
 ) -> torch.Tensor:
-    """Flow-matching grid, epd-method.md §3.4: diffusers FlowMatchEulerDiscreteScheduler, terminal 0 dropped.
+    """Flow-matching grid: diffusers FlowMatchEulerDiscreteScheduler, terminal 0 dropped.
 
     Static shift (SD3, shift=3): the scheduler's own range is S(1)..S(sigma_min_t), and
     set_timesteps applies the shift again, so sigma_i = S(linspace(1, S(sigma_min_t), N)).
@@ -173,7 +173,7 @@ SCHEDULE_NAMES: tuple[str, ...] = tuple(_SCHEDULES)
 
 
 def get_sigmas(name: str, n: int, **kw: Any) -> torch.Tensor:
-    """Dispatch to ``get_sigmas_<name>`` (epd-method.md §3.4); kw are that function's arguments."""
+    """Dispatch to ``get_sigmas_<name>``; kw are that function's arguments."""
     fn = _SCHEDULES.get(name)
     if fn is None:
         raise ValueError(f"unknown schedule {name!r}; valid names: {', '.join(SCHEDULE_NAMES)}.")
@@ -194,7 +194,7 @@ _BETAS: dict[str, Callable[[float, float, int], torch.Tensor]] = {
 def vp_discrete_sigmas(
     beta_start: float = 0.00085, beta_end: float = 0.012, schedule: str = "scaled_linear", steps: int = 1000
 ) -> torch.Tensor:
-    """Ascending discrete sigma table of a VP model (SD1.5 defaults), epd-method.md §3.4.
+    """Ascending discrete sigma table of a VP model (SD1.5 defaults)
 
     sigma_j = sqrt((1 - abar_j) / abar_j), abar_j = prod_{i<=j} (1 - beta_i); returns [steps] float64.
     """

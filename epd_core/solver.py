@@ -1,4 +1,4 @@
-"""EPD-Solver and EPD-Plugin sampling loops (epd-method.md §1.2, §1.3, §2).
+"""EPD-Solver and EPD-Plugin sampling loops (docs/engine.md).
 
 The model is seen only through the k-diffusion denoiser contract
 ``model(x, sigma_vec, **extra_args) -> denoised``. Both samplers keep ComfyUI's
@@ -45,7 +45,7 @@ class Denoiser(Protocol):
 
 
 class StepRow(NamedTuple):
-    """One step's table values (epd-method.md §1.2): [K] for a shared table, [K, B] for one per sample.
+    """One step's table values (docs/engine.md): [K] for a shared table, [K, B] for one per sample.
 
     tau: intermediate sigmas; a: time scales; lam_c: weights times direction scales.
     """
@@ -55,12 +55,12 @@ class StepRow(NamedTuple):
     lam_c: torch.Tensor
 
 
-# iPNDM / Adams-Bashforth coefficients for orders 1-4 (epd-method.md §2), newest first.
+# iPNDM / Adams-Bashforth coefficients for orders 1-4 (docs/engine.md), newest first.
 AB_COEFFS = ((1.0,), (1.5, -0.5), (23 / 12, -16 / 12, 5 / 12), (55 / 24, -59 / 24, 37 / 24, -9 / 24))
 
 
 def afs_denoised(x: torch.Tensor, sigma: Sigma, kind: Kind) -> torch.Tensor:
-    """Analytical first step (epd-method.md §1.2): D(x, sigma_max) ~ E[x0] ~ 0.
+    """Analytical first step (docs/engine.md): D(x, sigma_max) ~ E[x0] ~ 0.
 
     VE: d = x / sqrt(1 + sigma^2) as upstream, so D = x - sigma d. Flow: D = 0 (d = x / sigma).
     """
@@ -111,7 +111,7 @@ def epd_step(
     parallel: Parallel = DEFAULT_PARALLEL,
     chunk_size: int = 0,
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """One EPD step sigma -> sigma_next (epd-method.md §1.2), differentiable in ``row``.
+    """One EPD step sigma -> sigma_next (docs/engine.md), differentiable in ``row``.
 
     row: ``StepRow`` tensors of shape [K], or [K, B] to give every sample its own table
     (RL rollouts). d_jump: the direction that carries x to the intermediate points
@@ -288,7 +288,7 @@ def sample_epd(
     afs: bool | None = None,
     tail: Tail = DEFAULT_TAIL,
 ) -> torch.Tensor:
-    """EPD-Solver, Zhu et al. (ICCV 2025), epd-method.md §1.2.
+    """EPD-Solver, Zhu et al. (ICCV 2025)
 
     Each step makes two sequential model rounds: the anchor D(x_n, sigma_n) (skipped by
     AFS on the first step) and one batched call over the K intermediate points.
@@ -325,7 +325,7 @@ def sample_epd_plugin(
     afs: bool | None = None,
     tail: Tail = DEFAULT_TAIL,
 ) -> torch.Tensor:
-    """EPD-Plugin on iPNDM (epd-method.md §2): Adams-Bashforth jumps to the K points.
+    """EPD-Plugin on iPNDM (docs/engine.md): Adams-Bashforth jumps to the K points.
 
     max_order: the Adams-Bashforth order, 1-4. The history holds the anchor directions
     d_n only, as upstream does. Other options as ``sample_epd``.

@@ -1,4 +1,4 @@
-"""EPD table files: safetensors with string metadata, and compact JSON for a widget (epd-method.md §6, style.md §3).
+"""EPD table files: safetensors with string metadata, and compact JSON for a widget.
 
 A file holds float64 arrays ``r``, ``lam``, ``c``, ``a`` [S, K] and ``sigmas`` [S + 1]
 (the values the solver uses), plus the raw logits ``r_logits``, ``weight_logits``,

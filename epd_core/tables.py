@@ -1,4 +1,4 @@
-"""Training-free EPD tables (epd-method.md §1.1, §4.1 cold start).
+"""Training-free EPD tables.
 
 uniform: the RL cold start, r = 0.5 -/+ 0.165 for K = 2 (spread evenly for other K),
 equal weights. gauss_legendre: the K-point Gauss-Legendre rule for the step's exact

@@ -4,7 +4,7 @@ Upstream EPD pickles embed each tensor storage as such a blob (``torch.storage._
 A blob is a run of pickles: magic number, protocol version, sys info, the object (storages as
 persistent ids), the list of storage keys; then per storage an int64 element count and the raw
 little-endian bytes. The pickles are read by an unpickler that knows only storage types and
-tensor layouts, so a blob cannot run code. Used by epd_core.upstream (epd-method.md §6.1).
+tensor layouts, so a blob cannot run code. Used by epd_core.upstream.
 
 Why not ``torch.load(io.BytesIO(blob), weights_only=True)`` (decided for issue 15): it reads
 this legacy format too, but (1) its allow-list is process-wide state, extended by

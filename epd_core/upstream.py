@@ -1,4 +1,4 @@
-"""Import upstream BeierZhu/EPD predictor pickles without running them (epd-method.md §6.1, §6.2).
+"""Import upstream BeierZhu/EPD predictor pickles without running them.
 
 The files are ``{'model': EPD_predictor}`` (ICCV snapshots add ``'loss_fn'``) written
 through NVIDIA ``torch_utils.persistence``: the class source travels inside the pickle
@@ -30,7 +30,7 @@ from .vocab import MAX_POINTS
 
 _PARAM_NAMES = ("r_params", "weight_s", "scale_dir_params", "scale_time_params")
 _SD3_DEFAULT_SHIFT = 3.0  # SD3-Medium scheduler config; the SD3 pickles do not store it (reference README)
-_VP_BETAS = {"sd15": (0.00085, 0.012), "lsun_bedroom_ldm": (0.0015, 0.0195)}  # epd-method.md §3.4
+_VP_BETAS = {"sd15": (0.00085, 0.012), "lsun_bedroom_ldm": (0.0015, 0.0195)}  #
 
 
 # --- conversion ---------------------------------------------------------------------------------

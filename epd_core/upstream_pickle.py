@@ -1,4 +1,4 @@
-"""Decode upstream BeierZhu/EPD predictor pickles into inert stand-ins, within budgets (epd-method.md §6.1).
+"""Decode upstream BeierZhu/EPD predictor pickles into inert stand-ins, within budgets.
 
 Every global the file names resolves to a stand-in from a fixed allow-list or is refused;
 stand-in classes are sealed and stand-in functions are made fresh for each load, so

@@ -13,7 +13,7 @@ from typing import Literal, get_args
 Kind = Literal["ve", "flow"]
 """ve: eps/v/x0/EDM models, D(x, sigma) with x = x0 + sigma n; flow: rectified flow, sigma <= 1."""
 Form = Literal["direction", "data"]
-"""How the K evaluations are combined (epd-method.md §1.2, solver.combine)."""
+"""How the K evaluations are combined (solver.combine, docs/engine.md)."""
 Parallel = Literal["batched", "sequential"]
 """How the K point evaluations run (points.evaluate_points)."""
 Tail = Literal["drop", "stop", "keep"]
@@ -31,7 +31,7 @@ TABLE_KINDS: tuple[TableKind, ...] = get_args(TableKind)
 SCHEDULE_NAMES: tuple[ScheduleName, ...] = get_args(ScheduleName)
 
 # Measured in bench/bench_exact.py: the data form stays stable under CFG 7.5 where the
-# paper's direction form and every multistep built-in diverge (README, benchmark table).
+# paper's direction form and every multistep built-in diverge (docs/benchmarks.md).
 DEFAULT_FORM: Form = "data"
 DEFAULT_TABLE_FORM: Form = DEFAULT_FORM
 DEFAULT_KIND: Kind = "ve"
@@ -47,7 +47,7 @@ ParallelChoice = Literal["auto", "batched", "sequential"]
 TailChoice = Literal["auto", "drop", "stop", "keep"]
 TableKindChoice = Literal["auto", "uniform", "gauss_legendre"]
 # With a guider, "auto" follows the table's recorded form, else direction at cfg <= 1 and
-# data above (plan.resolve_form); measured in the README benchmark.
+# data above (plan.resolve_form); measured in docs/benchmarks.md.
 DEFAULT_FORM_CHOICE: FormChoice = AUTO
 FORM_CHOICES: tuple[FormChoice, ...] = (AUTO, *FORMS)
 PARALLEL_CHOICES: tuple[ParallelChoice, ...] = (AUTO, *PARALLEL_MODES)

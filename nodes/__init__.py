@@ -1,4 +1,4 @@
-"""ComfyUI adapter of ComfyUI-EPD (comfyui-integration.md §9): V3 nodes over epd_core, in three layers.
+"""ComfyUI adapter of ComfyUI-EPD: V3 nodes over epd_core, in three layers.
 
 - ``nodes/*.py``: the node classes (schema plus one call each) and their plain helpers
   (``types``, ``options``, ``errors``, ``plan``, ``compat``);

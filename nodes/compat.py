@@ -1,4 +1,4 @@
-"""Does a table's metadata fit a model? Pure checks on names (comfyui-integration.md §1.5, §9).
+"""Does a table's metadata fit a model? Pure checks on names.
 
 The boundary (nodes.comfy.sampling) supplies the model side (its kind and model-config class names) and turns
 a mismatch into the node's error; nothing here imports ComfyUI.

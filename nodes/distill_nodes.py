@@ -1,4 +1,4 @@
-"""EPD Distill: learn an EPD table from a teacher on the user's own model (issue 3, epd-method.md §3).
+"""EPD Distill: learn an EPD table from a teacher on the user's own model (docs/training.md).
 
 The schema; the run is nodes.train.distill (the engine's loop through a real CFGGuider).
 """

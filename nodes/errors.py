@@ -1,4 +1,4 @@
-"""Node-facing errors: prefix the node's display name (style.md §6)."""
+"""Node-facing errors: prefix the node's display name."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""The pack's ComfyExtension and entry point (comfyui-integration.md §2.2, §2.3)."""
+"""The pack's ComfyExtension and entry point."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""EPD Load Table, EPD Save Table and EPD Import Upstream Table (comfyui-integration.md §4)."""
+"""EPD Load Table, EPD Save Table and EPD Import Upstream Table."""
 
 from __future__ import annotations
 
@@ -129,7 +129,7 @@ def import_inputs() -> list[io.Input]:
 
 
 class EPDImportUpstreamTable(io.ComfyNode):
-    """Converts a BeierZhu/EPD predictor .pkl without running it (epd-method.md §6)."""
+    """Converts a BeierZhu/EPD predictor .pkl without running it."""
 
     @classmethod
     def define_schema(cls) -> io.Schema:

@@ -1,4 +1,4 @@
-"""Choices and defaults shared by the EPD nodes and the ComfyUI boundary (comfyui-integration.md §1.6, §9).
+"""Choices and defaults shared by the EPD nodes and the ComfyUI boundary.
 
 Plain constants, no ComfyUI imports. The choices and defaults themselves (forms, tails, kinds,
 schedules, with "auto") are the engine's vocabulary, epd_core.vocab, which the nodes import

@@ -210,7 +210,7 @@ def mix_inputs() -> list[io.Input]:
 
 
 class EPDRewardMix(io.ComfyNode):
-    """R = sum w_m r_m / sum w_m over two to four rewards (epd-method.md §4.3)."""
+    """R = sum w_m r_m / sum w_m over two to four rewards (docs/rewards.md)."""
 
     @classmethod
     def define_schema(cls) -> io.Schema:

@@ -1,4 +1,4 @@
-"""EPD RL Tune: tune an EPD table with a preference reward, RDPO (issue 4, epd-method.md §4).
+"""EPD RL Tune: tune an EPD table with a preference reward, RDPO (docs/training.md).
 
 The schema; the run is nodes.train.rl (the engine's RDPO loop, rollouts through the user's
 model and VAE). Only the small Dirichlet policy is trained; the backbone never is.

@@ -1,4 +1,4 @@
-"""EPD Sampler (SAMPLER) and EPD Sigmas (SIGMAS), comfyui-integration.md §1.2, §1.4, §9."""
+"""EPD Sampler (SAMPLER) and EPD Sigmas (SIGMAS)."""
 
 from __future__ import annotations
 

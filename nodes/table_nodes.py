@@ -1,4 +1,4 @@
-"""EPD Default Table and EPD Table (inline JSON), comfyui-integration.md §2.5, §9."""
+"""EPD Default Table and EPD Table (inline JSON)."""
 
 from __future__ import annotations
 
@@ -37,7 +37,7 @@ def default_table_inputs() -> list[io.Input]:
 
 
 class EPDDefaultTable(io.ComfyNode):
-    """A training-free table for given sigmas (epd-method.md §1.1, §4.1)."""
+    """A training-free table for given sigmas."""
 
     @classmethod
     def define_schema(cls) -> io.Schema:

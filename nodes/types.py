@@ -1,4 +1,4 @@
-"""Custom ComfyUI types and shared input factories of the EPD nodes (style.md §4)."""
+"""Custom ComfyUI types and shared input factories of the EPD nodes."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Test-only ComfyUI nodes: an exact toy MODEL and class CONDITIONING (comfyui-integration.md §7).
+"""Test-only ComfyUI nodes: an exact toy MODEL and class CONDITIONING.
 
 Not loaded by the pack. A server test links this folder into ComfyUI's custom_nodes (or
 passes it as an extra custom-node path) to build a full graph without model files:

@@ -1,4 +1,4 @@
-"""A real ComfyUI MODEL with an exact denoiser, for tests and benchmarks (comfyui-integration.md §1, §7).
+"""A real ComfyUI MODEL with an exact denoiser, for tests and benchmarks.
 
 ``toy_model_patcher`` builds a ``comfy.model_patcher.ModelPatcher`` around a real
 ``comfy.model_base.BaseModel`` whose ``diffusion_model`` answers with the exact posterior

@@ -1,4 +1,4 @@
-"""Suite-wide set-up (style.md §7): the ComfyUI checkout named by COMFYUI_PATH, and ``gpu`` skips.
+"""Suite-wide set-up: the ComfyUI checkout named by COMFYUI_PATH, and ``gpu`` skips.
 
 With COMFYUI_PATH set, the checkout goes first on sys.path (its ``nodes`` module must win over
 this repo's ``nodes`` package), ``args.cpu`` is set before any other comfy import, and the pack

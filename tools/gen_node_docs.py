@@ -1,4 +1,4 @@
-"""Write docs/nodes.md, the node reference, from the node schemas (style.md §5; comfyui-integration.md §2.2).
+"""Write docs/nodes.md, the node reference, from the node schemas.
 
 Loads the pack into a real ComfyUI with ComfyUI's own loader (``nodes.load_custom_node``),
 reads every EPD node's V1 info (what /object_info serves) and writes one section per node:

@@ -1,4 +1,4 @@
-"""Stage 1: distil an EPD table from a high-NFE teacher (epd-method.md §3)."""
+"""Stage 1: distil an EPD table from a high-NFE teacher (docs/training.md)."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Stage 1 distillation loop (epd-method.md §3): learn an EPD table from a teacher.
+"""Stage 1 distillation loop (docs/training.md): learn an EPD table from a teacher.
 
 A plain generator: it yields one DistillStats per iteration and never prints, so
 the ComfyUI node can forward stats to its progress bar and the headless CLI to
@@ -182,7 +182,7 @@ def distill(
     should_stop: Callable[[], bool] | None = None,
     pool: TeacherPool | None = None,
 ) -> Iterator[DistillStats]:
-    """Learn ``start``'s logits so the student matches the teacher (epd-method.md §3.1-3.3).
+    """Learn ``start``'s logits so the student matches the teacher (docs/training.md).
 
     noise_fn(batch, generator) -> x at sigmas[0]. The model stays frozen: gradients reach
     only the table, through the model's inputs. Deterministic for a fixed seed. ``pool``

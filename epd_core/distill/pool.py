@@ -1,6 +1,6 @@
 """A fixed pool of training noise whose teacher targets are computed once (Stage 1 speed-up).
 
-The teacher costs M + 1 times the student's model calls per step (epd-method.md §3.1), so on
+The teacher costs M + 1 times the student's model calls per step (docs/training.md), so on
 fresh noise it dominates every iteration. A pool of P noise batches, each run through the
 teacher once and revisited in a new order every epoch, pays that cost P times instead of once
 per iteration. The table has a few dozen parameters, so a few hundred noise samples do not let

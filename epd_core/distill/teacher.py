@@ -1,4 +1,4 @@
-"""Teacher trajectories for Stage 1 distillation (epd-method.md §3.1).
+"""Teacher trajectories for Stage 1 distillation (docs/training.md).
 
 Every student interval [sigma_n, sigma_{n+1}] is refined into M + 1 teacher
 sub-steps, geometric in sigma. An interval that ends at 0 is refined down to

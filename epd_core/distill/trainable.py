@@ -1,4 +1,4 @@
-"""The learnable part of an EPD table: its raw logits (epd-method.md §1.1), optionally its grid.
+"""The learnable part of an EPD table: its raw logits, optionally its grid.
 
 K, the scale ranges and AFS stay fixed; optimisation runs on the unconstrained
 logits and the constrained values come from EPDParams' pure functions. The grid's

@@ -1,4 +1,4 @@
-"""Stage 2: tune an EPD table with preference rewards (RDPO, epd-method.md §4).
+"""Stage 2: tune an EPD table with preference rewards (RDPO, docs/training.md).
 
 ``rl_tune`` samples per-image tables from ``DirichletTablePolicy``, rolls them out through a
 ``rollout(rows, prompts, seeds) -> images`` function, scores the images with a reward and

@@ -1,4 +1,4 @@
-"""Stage 2 loop, RDPO (epd-method.md §4): sample tables, roll out, score, update the policy.
+"""Stage 2 loop, RDPO (docs/training.md): sample tables, roll out, score, update the policy.
 
 Like the distillation loop this is a plain generator of RLStats and never prints. The model
 is reached only through ``rollout(rows, prompts, seeds) -> images``, so the same loop runs on

@@ -1,4 +1,4 @@
-"""The RDPO objective (epd-method.md §4.4): leave-one-out advantages and PPO's clipped surrogate.
+"""The RDPO objective (docs/training.md): leave-one-out advantages and PPO's clipped surrogate.
 
 Rollouts here put image i on prompt i % P (ComfyUI repeats a conditioning batch cyclically
 over the latents), so a group is "every image with the same prompt". Upstream's layout is

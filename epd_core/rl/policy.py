@@ -1,4 +1,4 @@
-"""The RDPO policy: a distribution over whole EPD tables centred on a starting table (epd-method.md §4.1).
+"""The RDPO policy: a distribution over whole EPD tables centred on a starting table (docs/training.md).
 
 Per step n, the K sorted positions become K + 1 segments (r_1, r_2 - r_1, ..., 1 - r_K) drawn
 from a Dirichlet, so sampled positions stay ordered inside (0, 1); the weights are a second

@@ -1,4 +1,4 @@
-"""Rewards for RDPO (epd-method.md §4.3): ``reward(images, prompts) -> scores``.
+"""Rewards for RDPO (docs/rewards.md): ``reward(images, prompts) -> scores``.
 
 A reward takes ComfyUI IMAGE tensors ``images: [B, H, W, 3]`` in [0, 1] and ``prompts``, a
 list of B strings (empty strings for image-only rewards), and returns float32 ``scores: [B]``
@@ -194,7 +194,7 @@ def check_weights(weights: Sequence[float], count: int, name: str) -> list[float
 
 
 class MixedReward(BaseReward):
-    """R = sum_m w_m r_m / sum_m w_m (epd-method.md §4.3); rewards with weight 0 are not run."""
+    """R = sum_m w_m r_m / sum_m w_m (docs/rewards.md); rewards with weight 0 are not run."""
 
     def __init__(self, rewards: Sequence[RewardFn], weights: Sequence[float]) -> None:
         if len(rewards) == 0:

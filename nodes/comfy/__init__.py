@@ -1,4 +1,4 @@
-"""The ComfyUI boundary: the only package of the pack that imports ComfyUI (comfyui-integration.md §9).
+"""The ComfyUI boundary: the only package of the pack that imports ComfyUI.
 
 Every import of ``comfy.*``, ``comfy_api``, ``folder_paths`` and ``server`` lives here; a test
 (tests/adapter/test_layers.py) enforces it. What it holds:

@@ -1,4 +1,4 @@
-"""The one place that imports ComfyUI's node API (style.md §2).
+"""The one place that imports ComfyUI's node API.
 
 ``comfy_api.latest`` is a moving target (``STABLE = False``); pinning a numbered
 version such as ``comfy_api.v0_0_2`` is a one-line change here.

@@ -1,4 +1,4 @@
-"""The ``epd`` model folder: models/epd, .safetensors only (comfyui-integration.md §4).
+"""The ``epd`` model folder: models/epd, .safetensors only.
 
 folder_paths is ComfyUI's public registry for pack folders; registration respects an
 ``epd`` entry that extra_model_paths.yaml may already have created.

@@ -1,4 +1,4 @@
-"""Reward model folders and safe file checks (comfyui-integration.md §4; docs/rewards.md).
+"""Reward model folders and safe file checks (docs/rewards.md).
 
 Two folder_paths keys, both under models/epd_rewards (extra_model_paths.yaml may add more paths):
 

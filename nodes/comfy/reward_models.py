@@ -1,4 +1,4 @@
-"""Learned rewards: the LAION aesthetic head and CLIP-style text-image scores (epd-method.md §4.3).
+"""Learned rewards: the LAION aesthetic head and CLIP-style text-image scores (docs/rewards.md).
 
 Each reward is an ``epd_core.rl.rewards.BaseReward``: ``reward(images [B, H, W, 3] in [0, 1],
 prompts) -> float32 [B]``. Models are wrapped in ComfyUI's CoreModelPatcher and loaded with

@@ -1,6 +1,6 @@
 """ComfyUI boundary, RL rollouts: RDPO rollouts through a real CFGGuider and the user's VAE.
 
-comfyui-integration.md §3.5: a rollout needs no gradient through the diffusion model, so it
+A rollout needs no gradient through the diffusion model, so it
 is plain sampling through ``sampling.sample_epd_comfy``, the one sampler function (per-image table rows, with the
 same interrupt, progress, mask and parallel handling as EPD Sampler), then ``VAE.decode``; only the small policy is trained, outside the sampling stack. Each
 rollout is its own ``guider.sample`` call, so ComfyUI's memory manager can swap the model,

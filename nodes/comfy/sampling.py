@@ -1,7 +1,6 @@
 """ComfyUI boundary, sampling: the one sampler function, model_sampling and sigma grids.
 
-comfyui-integration.md §1.3 (sampler contract), §1.5 (flow models), §1.6 (K*B batches),
-§3.3 (interruption), §9 (adapter). It turns what ``comfy.samplers.KSAMPLER`` hands a
+It turns what ``comfy.samplers.KSAMPLER`` hands a
 sampler function into the engine's denoiser contract, checks tables against models and
 builds sigma grids from a model's ``model_sampling``.
 """
@@ -56,7 +55,7 @@ def kind_of(model_sampling: Any) -> str:
 
 
 def check_table_fits(params: EPDParams, model_sampling: Any, model_config: Any, node: str) -> None:
-    """Raise when a table's metadata (prediction, family) contradicts the model (style.md §4)."""
+    """Raise when a table's metadata (prediction, family) contradicts the model."""
     problem = table_mismatch(params.metadata, kind_of(model_sampling), type(model_sampling).__name__, model_config)
     if problem:
         raise ValueError(f"{node}: {problem}; load a table made for this model, or use EPD Default Table.")
@@ -87,7 +86,7 @@ def _model_config_of(model: Any) -> Any:
 
 
 def auto_schedule(model_sampling: Any) -> str:
-    """The schedule EPD's papers use for this kind of model (epd-method.md §3.4)."""
+    """The schedule EPD's papers use for this kind of model."""
     ms = comfy.model_sampling
     if isinstance(model_sampling, (ms.ModelSamplingFlux, ms.ModelSamplingDiscreteFlow)):
         return "flowmatch"
@@ -295,7 +294,7 @@ def sample_epd_comfy(
 ) -> torch.Tensor:
     """Sampler function for comfy.samplers.KSAMPLER: EPD-Solver, or EPD-Plugin when max_order >= 1.
 
-    Options as the EPD Sampler node sets them (comfyui-integration.md §1.2, §1.6). Every path
+    Options as the EPD Sampler node sets them. Every path
     samples here (EPD Sampler, the KSampler entry, RL rollouts), so all get the same
     interrupt, progress, mask and parallel handling. ``rows``: per-image table rows [K, B]
     (RL rollouts draw a table per image) used in place of ``params``' own, on its grid.

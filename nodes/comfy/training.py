@@ -1,6 +1,6 @@
 """ComfyUI boundary, training: runs an epd_core training loop inside ComfyUI's sampling stack.
 
-comfyui-integration.md §3.3-3.5, §10: the loop is driven through a real CFGGuider (so conds,
+The loop is driven through a real CFGGuider (so conds,
 ControlNets, patches and model loading behave as in sampling) by a KSAMPLER whose function
 (``run_loop``) hands the loop the denoiser every sampler function gets. Prompts run under ``torch.inference_mode``; the
 loop runs under ``inference_mode(False)`` with grad enabled and ``in_training`` set. Autograd

@@ -1,4 +1,4 @@
-"""Adapter fixtures (style.md §7); tests/conftest.py sets up ComfyUI and imports the pack as comfyui_epd.
+"""Adapter fixtures; tests/conftest.py sets up ComfyUI and imports the pack as comfyui_epd.
 
 Without COMFYUI_PATH every adapter module skips at ``pytest.importorskip("comfy")``.
 """

@@ -1,4 +1,4 @@
-"""The opt-in KSampler dropdown entry 'epd' (comfyui-integration.md §1.2)."""
+"""The opt-in KSampler dropdown entry 'epd'."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""EPD through ComfyUI's real KSAMPLER / CFGGuider path (comfyui-integration.md §1.3, §1.6, §3.3).
+"""EPD through ComfyUI's real KSAMPLER / CFGGuider path.
 
 The denoiser is exact (a Gaussian per class, tests/adapter/fakes.py), so results can be
 compared with the closed-form ODE solution, and a row that meets another sample's
@@ -292,7 +292,7 @@ def test_tail_auto_drops_only_the_models_own_sigma_min():
 
 @pytest.mark.parametrize(("cfg", "expected"), [(1.0, "direction"), (3.0, "data"), (7.5, "data")])
 def test_form_auto_follows_the_guidance_scale(cfg, expected):
-    # Measured (README benchmark): direction wins without guidance, only data stays stable with CFG.
+    # Measured (docs/benchmarks.md): direction wins without guidance, only data stays stable with CFG.
     ms = fakes.model_sampling()
     auto, _, _ = sample(ms, cfg=cfg, form="auto")
     explicit, _, _ = sample(ms, cfg=cfg, form=expected)

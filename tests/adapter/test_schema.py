@@ -1,4 +1,4 @@
-"""Node schemas: ids, types, tooltips, categories (style.md §4, §7)."""
+"""Node schemas: ids, types, tooltips, categories."""
 
 from __future__ import annotations
 
@@ -179,4 +179,4 @@ def test_node_classes_are_small():
 
     for cls in extension.NODES:
         lines = len(inspect.getsource(cls).splitlines())
-        assert lines < 40, f"{cls.__name__} has {lines} lines (style.md §2: < 40)"
+        assert lines < 40, f"{cls.__name__} has {lines} lines (node classes stay under 40 lines)"

@@ -1,4 +1,4 @@
-"""Table nodes and the epd model folder (comfyui-integration.md §4; style.md §4, §6)."""
+"""Table nodes and the epd model folder."""
 
 from __future__ import annotations
 

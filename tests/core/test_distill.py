@@ -1,4 +1,4 @@
-"""Stage 1 distillation on an exact denoiser (epd-method.md §3), float64, a few seconds."""
+"""Stage 1 distillation on an exact denoiser (docs/training.md), float64, a few seconds."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Tests for epd_core.params (epd-method.md §1.1 transforms, §1.2 tau)."""
+"""Tests for epd_core.params."""
 
 from __future__ import annotations
 

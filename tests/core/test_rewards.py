@@ -1,4 +1,4 @@
-"""Weight-free rewards and the reward mix (epd-method.md §4.3), CPU, a fraction of a second."""
+"""Weight-free rewards and the reward mix (docs/rewards.md), CPU, a fraction of a second."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""The RDPO loop on an exact denoiser with a known reward (epd-method.md §4), float64, a few seconds."""
+"""The RDPO loop on an exact denoiser with a known reward (docs/training.md), float64, a few seconds."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""The RDPO policy and objective (epd-method.md §4.1, §4.4), float64."""
+"""The RDPO policy and objective (docs/training.md), float64."""
 
 from __future__ import annotations
 

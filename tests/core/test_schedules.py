@@ -1,4 +1,4 @@
-"""Tests for epd_core.schedules (epd-method.md §3.4)."""
+"""Tests for epd_core.schedules."""
 
 from __future__ import annotations
 

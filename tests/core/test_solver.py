@@ -1,4 +1,4 @@
-"""EPD-Solver / EPD-Plugin on exact denoisers, float64 (epd-method.md §1.2, §2)."""
+"""EPD-Solver / EPD-Plugin on exact denoisers, float64 (docs/engine.md)."""
 
 from __future__ import annotations
 
@@ -58,7 +58,7 @@ def dpm_solver_2(model, x: torch.Tensor, sigmas: torch.Tensor) -> torch.Tensor:
 
 
 def test_k1_midpoint_is_dpm_solver_2() -> None:
-    # K = 1, r = 1/2, a = c = 1 is exactly DPM-Solver-2's midpoint step (epd-method.md §1.2).
+    # K = 1, r = 1/2, a = c = 1 is exactly DPM-Solver-2's midpoint step (docs/engine.md).
     sigmas = get_sigmas_polynomial(6, 0.05, 10.0)
     x = start()
     ours = sample_epd(Counting(), x, sigmas, params=table(sigmas, [0.5], [1.0]), form="direction")

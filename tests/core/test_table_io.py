@@ -1,4 +1,4 @@
-"""Tests for epd_core.table_io: safetensors files and widget JSON (epd-method.md §6, style.md §3)."""
+"""Tests for epd_core.table_io: safetensors files and widget JSON."""
 
 from __future__ import annotations
 

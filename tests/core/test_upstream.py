@@ -1,4 +1,4 @@
-"""Tests for epd_core.upstream: safe import of BeierZhu/EPD predictor pickles (epd-method.md §6).
+"""Tests for epd_core.upstream: safe import of BeierZhu/EPD predictor pickles.
 
 The upstream files carry no licence, so none is stored here: the tests write synthetic
 pickles with the same structure (same globals, legacy storage blobs, persistent-class

@@ -1,4 +1,4 @@
-"""A real ComfyUI server for the integration tests: start, query over HTTP, stop (style.md §7)."""
+"""A real ComfyUI server for the integration tests: start, query over HTTP, stop."""
 
 from __future__ import annotations
 

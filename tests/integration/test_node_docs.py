@@ -1,4 +1,4 @@
-"""docs/nodes.md matches the node schemas (tools/gen_node_docs.py --check), style.md §7."""
+"""docs/nodes.md matches the node schemas (tools/gen_node_docs.py --check)."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""The pack registers through ComfyUI's own loader, nodes.load_custom_node (style.md §7)."""
+"""The pack registers through ComfyUI's own loader, nodes.load_custom_node."""
 
 from __future__ import annotations
 

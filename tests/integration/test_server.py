@@ -1,4 +1,4 @@
-"""A real ComfyUI server (main.py --cpu) with the pack in its custom_nodes (style.md §7).
+"""A real ComfyUI server (main.py --cpu) with the pack in its custom_nodes.
 
 The server gets its own --base-directory (custom_nodes, models, input, output, user), so
 nothing is written into the checkout. Prompts use only non-model nodes: a MODEL needs a

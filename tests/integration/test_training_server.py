@@ -1,4 +1,4 @@
-"""The training nodes run as queued prompts on a real ComfyUI server (style.md §7).
+"""The training nodes run as queued prompts on a real ComfyUI server.
 
 What the adapter tests cannot show: EPD Distill and EPD RL Tune work through ComfyUI's own
 executor (prompts under torch.inference_mode, is_input_list inputs, caching, progress), fed

@@ -1,4 +1,4 @@
-"""Every shipped workflow loads against a real ComfyUI, and the toy one runs (style.md §7, §9).
+"""Every shipped workflow loads against a real ComfyUI, and the toy one runs.
 
 The example workflows (workflows/*.json) and the test-only ones (tests/integration/workflows/)
 are UI-format files as the 1.41 frontend saves them. Each is checked against a running

@@ -1,4 +1,4 @@
-"""Toy-model fixtures (style.md §7); tests/conftest.py sets up the ComfyUI checkout named by COMFYUI_PATH.
+"""Toy-model fixtures; tests/conftest.py sets up the ComfyUI checkout named by COMFYUI_PATH.
 
 Without COMFYUI_PATH the test modules skip at ``pytest.importorskip("comfy")``.
 """

@@ -1,4 +1,4 @@
-"""The toy MODEL is exact through ComfyUI's whole sampling path (comfyui-integration.md §1, §7).
+"""The toy MODEL is exact through ComfyUI's whole sampling path.
 
 CFGGuider -> sampling_function -> calc_cond_batch -> BaseModel.apply_model ->
 model_sampling.calculate_input / timestep / calculate_denoised must hand a sampler the

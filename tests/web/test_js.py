@@ -1,4 +1,4 @@
-"""Runs the web extension's pure-JS tests (tests/web/*.test.mjs) with Node's test runner (style.md §8).
+"""Runs the web extension's pure-JS tests (tests/web/*.test.mjs) with Node's test runner.
 
 Skips when ``node`` is not on PATH: the pack itself never needs Node.
 """
@@ -26,7 +26,7 @@ def test_node_test_runner_passes() -> None:
 
 
 def test_web_files_follow_the_extension_rules() -> None:
-    """style.md §8: under 200 lines, one EPD.<Feature> extension per file, helpers register nothing."""
+    """Under 200 lines, one EPD.<Feature> extension per file, helpers register nothing."""
     files = sorted((ROOT / "web" / "js").glob("*.js"))
     assert files
     for path in files:

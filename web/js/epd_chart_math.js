@@ -1,4 +1,4 @@
-// EPD chart maths: pure scaling, ticks and SVG path data for the training chart (style.md §8).
+// EPD chart maths: pure scaling, ticks and SVG path data for the training chart.
 // No DOM and no imports; the DOM side lives in epd_loss_chart.js, tests in tests/web/.
 
 /** [min, max] of the finite values; a flat or empty series gets a unit-wide range around its value. */

@@ -1,4 +1,4 @@
-// EPD.LossChart: a live training chart on EPD training nodes (comfyui-integration.md §5.3).
+// EPD.LossChart: a live training chart on EPD training nodes.
 // Python sends websocket events "epd.train" {node, type, step, total, loss, reward?} to the client that
 // queued the prompt while it trains; the node with that id and type gets a DOM widget with loss (left
 // axis) and a second value (right axis) against step: reward, or else the first other number in the

@@ -1,4 +1,4 @@
-// EPD shared helpers for the web extensions (style.md §8). Registers nothing and imports nothing,
+// EPD shared helpers for the web extensions. Registers nothing and imports nothing,
 // so the pure parts (tableSummary, findNodeByExecutionId) also run under `node --test`.
 
 /** Wrap `object[property]` so `callback` runs after the original; the original's result is returned. */
