@@ -1,4 +1,4 @@
-"""EPD predictor table as data (transforms) and §1.2 (tau).
+"""EPD predictor table as data.
 
 ``EPDParams`` holds the unconstrained logits of one table plus its sigma grid; the
 values the solver uses (r, lam, c, a) come from the pure transforms below, so

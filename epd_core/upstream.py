@@ -30,7 +30,7 @@ from .vocab import MAX_POINTS
 
 _PARAM_NAMES = ("r_params", "weight_s", "scale_dir_params", "scale_time_params")
 _SD3_DEFAULT_SHIFT = 3.0  # SD3-Medium scheduler config; the SD3 pickles do not store it (reference README)
-_VP_BETAS = {"sd15": (0.00085, 0.012), "lsun_bedroom_ldm": (0.0015, 0.0195)}  #
+_VP_BETAS = {"sd15": (0.00085, 0.012), "lsun_bedroom_ldm": (0.0015, 0.0195)}
 
 
 # --- conversion ---------------------------------------------------------------------------------
