@@ -22,6 +22,7 @@ from .reward_nodes import (
 )
 from .rl_nodes import EPDRLTune
 from .sampler_nodes import EPDSampler, EPDSigmas
+from .skip_nodes import EPDFitStart, EPDSampleStart, EPDSuggestSigmaStar, EPDTruncateSigmas
 from .table_nodes import EPDDefaultTable, EPDTable
 
 log = logging.getLogger(__name__)
@@ -44,6 +45,10 @@ NODES: tuple[type[io.ComfyNode], ...] = (
     EPDHPSReward,
     EPDRewardMix,
     EPDScoreImages,
+    EPDFitStart,
+    EPDSampleStart,
+    EPDTruncateSigmas,
+    EPDSuggestSigmaStar,
 )
 
 

@@ -7,9 +7,10 @@ starts from. Everything here works in the VE-scaled space y = x0 + s * n (s the 
 
 from .dip import dip_statistic, suggest_sigma_star
 from .fit import FAMILIES, StartModel, fit_start
-from .start import latent_scale, sample_start, ve_sigma
+from .start import latent_scale, sample_start, truncate_sigmas, ve_sigma
 
 __all__ = [
     "FAMILIES", "StartModel", "dip_statistic", "fit_start", "latent_scale", "sample_start", "suggest_sigma_star",
+    "truncate_sigmas",
     "ve_sigma",
 ]  # fmt: skip

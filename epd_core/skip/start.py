@@ -42,3 +42,13 @@ def sample_start(model: StartModel, batch: int, generator: torch.Generator) -> t
     z2 = torch.randn(batch, r, generator=generator, dtype=torch.float64)
     y = model.means[comp] + model.var[comp].sqrt() * z1 + torch.einsum("bdr,br->bd", model.factors[comp], z2)
     return y.reshape(batch, *model.shape)
+
+
+def truncate_sigmas(sigmas: torch.Tensor, sigma_star: float) -> torch.Tensor:
+    """sigmas [N+1] restarted at sigma*: sigma* followed by every sigma below it (float64)."""
+    grid = sigmas.detach().to("cpu", torch.float64).flatten()
+    rest = grid[grid < sigma_star]
+    if len(rest) == 0:
+        raise ValueError(f"no sigma of the schedule lies below sigma* = {sigma_star:.4g} "
+                         f"(schedule {grid[0].item():.4g} .. {grid[-1].item():.4g}); lower sigma*")  # fmt: skip
+    return torch.cat([grid.new_tensor([sigma_star]), rest])

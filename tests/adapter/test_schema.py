@@ -82,6 +82,14 @@ EXPECTED = {
         ["EPD_REWARD"],
     ),
     "EPD_ScoreImages": ("EPD Score Images", ["images", "reward", "prompt"], ["FLOAT", "STRING"]),
+    "EPD_FitStart": (
+        "EPD Fit Start Distribution",
+        ["model", "latents", "sigma_star", "family", "rank", "components", "seed"],
+        ["EPD_START_MODEL"],
+    ),
+    "EPD_SampleStart": ("EPD Sample Start Latent", ["model", "start_model", "batch_size", "seed"], ["LATENT"]),
+    "EPD_TruncateSigmas": ("EPD Truncate Sigmas", ["sigmas", "start_model"], ["SIGMAS"]),
+    "EPD_SuggestSigmaStar": ("EPD Suggest Sigma*", ["model", "latents", "projections", "seed"], ["FLOAT"]),
     "EPD_RLTune": (
         "EPD RL Tune",
         [
