@@ -22,6 +22,7 @@ from .trainable import TrainableTable
 
 TARGETS = ("global", "local", "final")
 NoiseFn = Callable[[int, torch.Generator], torch.Tensor]
+GradHook = Callable[[list[torch.Tensor]], None]  # sees the trainable tensors, .grad set, before a step
 
 
 class DistillConfig(NamedTuple):
@@ -181,12 +182,15 @@ def distill(
     feature_fn: Callable[[torch.Tensor], torch.Tensor] | None = None,
     should_stop: Callable[[], bool] | None = None,
     pool: TeacherPool | None = None,
+    grad_hook: GradHook | None = None,
 ) -> Iterator[DistillStats]:
     """Learn ``start``'s logits so the student matches the teacher (docs/training.md).
 
     noise_fn(batch, generator) -> x at sigmas[0]. The model stays frozen: gradients reach
     only the table, through the model's inputs. Deterministic for a fixed seed. ``pool``
     (pool.make_pool) reuses an earlier run's teacher targets, e.g. a refinement after a first stage.
+    ``grad_hook(params)`` runs after the gradients are cleaned and before each optimiser step
+    (epd_core.tune all-reduces them there); without it the loop is unchanged.
     """
     config = DistillConfig() if config is None else config
     step_config = StepConfig() if step_config is None else step_config
@@ -225,6 +229,8 @@ def distill(
                 p.grad.nan_to_num_(
                     nan=0.0, posinf=1e5, neginf=-1e5
                 )  # as upstream: one bad batch must not poison the table
+        if grad_hook is not None:
+            grad_hook(optimiser.param_groups[0]["params"])
         optimiser.step()
         val = None
         if (it + 1) % config.eval_every == 0 or it + 1 == config.iterations:

@@ -22,6 +22,7 @@ from .policy import DirichletTablePolicy
 Rows = list[dict[str, torch.Tensor]]
 Rollout = Callable[[Rows, Sequence[int], Sequence[int]], torch.Tensor]
 Reward = Callable[[torch.Tensor, Sequence[str]], torch.Tensor]
+GradHook = Callable[[list[torch.Tensor]], None]  # sees the policy's tensors, .grad set, before clipping
 # Validation noise seeds start here, far from the training seeds drawn below 2**31.
 VAL_SEED_BASE = 2**40
 
@@ -85,8 +86,13 @@ def make_policy(start: EPDParams | DirichletTablePolicy, config: RLConfig) -> Di
     return DirichletTablePolicy(start, config.concentration, learn_scales=config.learn_scales, seed=config.seed)
 
 
-def update_policy(policy, optimizer, draw, log_prob_old, advantages, config: RLConfig) -> tuple[float, float]:
-    """PPO epochs over shuffled minibatches; returns (last loss, KL to the start)."""
+def update_policy(
+    policy, optimizer, draw, log_prob_old, advantages, config: RLConfig, grad_hook: GradHook | None = None
+) -> tuple[float, float]:
+    """PPO epochs over shuffled minibatches; returns (last loss, KL to the start).
+
+    ``grad_hook`` runs after each backward and before the clip, so that averaged gradients are clipped alike.
+    """
     gen = torch.Generator().manual_seed(config.seed)
     loss_value, kl_value = 0.0, 0.0
     with torch.enable_grad():  # callers may sit in no_grad (e.g. a ComfyUI prompt); the policy needs autograd
@@ -97,6 +103,8 @@ def update_policy(policy, optimizer, draw, log_prob_old, advantages, config: RLC
                 loss = loss + config.kl_coef * kl
                 optimizer.zero_grad(set_to_none=True)
                 loss.backward()
+                if grad_hook is not None:
+                    grad_hook(list(policy.parameters()))
                 torch.nn.utils.clip_grad_norm_(policy.parameters(), config.max_grad_norm)
                 optimizer.step()
                 loss_value, kl_value = float(loss.detach()), float(kl.detach())
@@ -124,8 +132,12 @@ def rl_tune(
     texts: Sequence[str],
     config: RLConfig | None = None,
     should_stop: Callable[[], bool] | None = None,
+    grad_hook: GradHook | None = None,
 ) -> Iterator[RLStats]:
-    """RDPO on a table; yields RLStats per iteration. ``texts``: one prompt text per conditioning."""
+    """RDPO on a table; yields RLStats per iteration. ``texts``: one prompt text per conditioning.
+
+    ``grad_hook(params)`` runs before every optimiser step (epd_core.tune all-reduces there).
+    """
     config = RLConfig() if config is None else config
     check_config(config, len(texts))
     policy = make_policy(start, config)
@@ -154,7 +166,7 @@ def rl_tune(
         with torch.no_grad():
             log_prob_old = policy.log_prob(draw)
         advantages = loo_advantages(rewards, groups, config.normalize_advantages)
-        loss, kl = update_policy(policy, optimizer, draw, log_prob_old, advantages, config)
+        loss, kl = update_policy(policy, optimizer, draw, log_prob_old, advantages, config, grad_hook)
         val, preview = None, None
         if iteration % config.eval_every == 0 or iteration == config.iterations:
             try:
