@@ -48,7 +48,9 @@ def main() -> None:
     rows = [{"start": "exact samples (noise floor)", "fd": frechet(mix.sample(N_OUT, gen), ref)}]
     for nfe in (4, 8, 16):
         x = torch.randn(N_OUT, 64, generator=gen, dtype=torch.float64) * SIGMA_MAX
-        rows.append({"start": "gaussian at sigma_max=80", "nfe": nfe, "fd": frechet(run(model, x, SIGMA_MAX, nfe), ref)})
+        rows.append(
+            {"start": "gaussian at sigma_max=80", "nfe": nfe, "fd": frechet(run(model, x, SIGMA_MAX, nfe), ref)}
+        )
         for sigma in (0.5, 1.0, 2.5, 5.0):
             for family in ("gaussian", "gmm"):
                 fitted = fit_start(fit_data, sigma, family, components=10)
