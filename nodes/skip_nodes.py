@@ -8,8 +8,7 @@ from ..epd_core.skip import FAMILIES
 from .comfy import skip
 from .comfy.api import io
 from .options import CATEGORY
-
-EPDStartModel = io.Custom("EPD_START_MODEL")
+from .types import EPDStartModel
 
 MODEL_TOOLTIP = "The diffusion model: its latent format, prediction kind (eps or flow) and sigma range."
 LATENTS_TOOLTIP = ("Clean reference latents: VAE-encoded images, or the model's own finished samples (a KSampler's "

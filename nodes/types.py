@@ -17,6 +17,7 @@ from .options import FORM_TOOLTIP, TABLE_FORM_TOOLTIP, TAIL_TOOLTIP
 EPDTable = io.Custom("EPD_TABLE")
 EPDReward = io.Custom("EPD_REWARD")
 LossMap = io.Custom("LOSS_MAP")  # core's type: Plot Loss Graph draws it
+EPDStartModel = io.Custom("EPD_START_MODEL")  # a fitted distribution of noised latents at sigma*
 
 
 def table_input(tooltip: str, optional: bool = True) -> io.Input:
