@@ -14,6 +14,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import os
+import re
 import sys
 import tempfile
 from pathlib import Path
@@ -32,6 +33,11 @@ All nodes are in the category `{category}`. Inputs are listed in the order the f
 creates them; *widget order* is the order of `widgets_values` in a saved (UI-format) workflow.
 Inputs marked *advanced* are hidden until the node's advanced inputs are shown.
 """
+
+
+def anchor(heading: str) -> str:
+    """GitHub's anchor of a heading: lower case, punctuation dropped (e.g. the * of Sigma*), spaces to hyphens."""
+    return re.sub(r"[^\w\- ]", "", heading.strip().lower()).replace(" ", "-")
 
 
 def load_pack_nodes(comfyui: Path) -> list[dict[str, Any]]:
@@ -143,7 +149,7 @@ def node_section(info: dict[str, Any]) -> str:
 def render(infos: list[dict[str, Any]]) -> str:
     categories = sorted({info["category"] for info in infos})
     parts = [HEADER.format(category=", ".join(categories)), "## Nodes", ""]
-    parts += [f"- [{i['display_name']}](#{i['display_name'].lower().replace(' ', '-')}) (`{i['name']}`)" for i in infos]
+    parts += [f"- [{i['display_name']}](#{anchor(i['display_name'])}) (`{i['name']}`)" for i in infos]
     parts.append("")
     parts += [node_section(info) for info in infos]
     return "\n".join(parts).rstrip() + "\n"

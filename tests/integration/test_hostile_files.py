@@ -66,6 +66,8 @@ def server(comfyui: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[
     os.symlink("/etc/passwd", tables / "passwd.safetensors")
     packs = {"ComfyUI-EPD": ROOT, "epd_testing_nodes": ROOT / "testing_nodes"}
     with running_server(comfyui, base, packs, "/object_info/EPDTest_ToyModel", {}) as srv:
+        # the first run fits the toy model's mixture (seconds); ComfyUI caches it for every later prompt
+        assert srv.run(good_prompt("warm_up"), timeout=120)["status"]["status_str"] == "success"
         yield srv
 
 
