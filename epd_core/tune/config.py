@@ -5,7 +5,7 @@ from __future__ import annotations
 import importlib
 import json
 import math
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any
 
@@ -54,7 +54,6 @@ class TuneSetup:
     timeout_s: float = 300.0  # a collective waiting longer than this ends the run
     log: str | None = None  # JSON lines of stats, one file per rank (LOG.rankR)
     check_replicas: bool = False  # log a hash of the parameters before every step (tests)
-    extra: dict = field(default_factory=dict)
 
     def policy_path(self) -> Path:
         return Path(self.policy_out) if self.policy_out else Path(self.out).with_suffix(".policy.safetensors")
@@ -93,7 +92,7 @@ def load_config(mode: str, path: str | Path) -> TuneSetup:
     data = read_file(path)
     loop_cls = LOOPS[mode]
     loop = data.pop("loop", {})
-    names = {f.name for f in fields(TuneSetup)} - {"loop", "extra"}
+    names = {f.name for f in fields(TuneSetup)} - {"loop"}
     problems = [f"unknown key {k!r}" for k in data if k not in names]
     if not isinstance(loop, dict):
         problems.append(f"'loop' must be a table of {loop_cls.__name__} settings")
