@@ -1,4 +1,5 @@
-"""docs/nodes.md matches the node schemas (tools/gen_node_docs.py --check)."""
+"""The generated docs match the node schemas: docs/nodes.md (tools/gen_node_docs.py), and
+locales/en/main.json with the web/docs/ help pages (tools/gen_locales.py), each run with --check."""
 
 from __future__ import annotations
 
@@ -7,13 +8,17 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 ROOT = Path(__file__).resolve().parents[2]
+GENERATORS = {"gen_node_docs.py": "docs/nodes.md", "gen_locales.py": "locales/en/main.json and web/docs/"}
 
 
-def test_node_reference_is_up_to_date(comfyui: Path) -> None:
+@pytest.mark.parametrize("tool", list(GENERATORS))
+def test_generated_docs_are_up_to_date(comfyui: Path, tool: str) -> None:
     # a fresh process: the generator imports ComfyUI's nodes.py, which must not meet this session's modules
     proc = subprocess.run(
-        [sys.executable, str(ROOT / "tools" / "gen_node_docs.py"), "--check"],
+        [sys.executable, str(ROOT / "tools" / tool), "--check"],
         check=False,
         cwd=ROOT,
         env={**os.environ, "COMFYUI_PATH": str(comfyui)},
@@ -21,4 +26,4 @@ def test_node_reference_is_up_to_date(comfyui: Path) -> None:
         text=True,
         timeout=300,
     )
-    assert proc.returncode == 0, "run tools/gen_node_docs.py and commit docs/nodes.md\n" + proc.stderr[-2000:]
+    assert proc.returncode == 0, f"run tools/{tool} and commit {GENERATORS[tool]}\n" + proc.stderr[-2000:]
