@@ -26,9 +26,10 @@ def node_errors(node: str) -> Iterator[None]:
     except PASS_THROUGH:
         raise
     except (ValueError, TypeError, FileNotFoundError) as err:
-        if str(err).startswith(node):
+        message = folders.shown_paths(str(err) if str(err).startswith(node) else f"{node}: {err}")
+        if isinstance(err, ValueError) and message == str(err):
             raise
-        raise ValueError(folders.shown_paths(f"{node}: {err}")) from err
+        raise ValueError(message) from err
     except Exception as err:
         raise RuntimeError(folders.shown_paths(f"{node}: {type(err).__name__}: {err}")) from err
 

@@ -243,13 +243,14 @@ def load_clip_bundle(folder: str, node: str) -> dict[str, Any]:
         from transformers import AutoTokenizer, CLIPModel
     except ImportError as err:
         raise ValueError(f"{node}: the transformers package is needed for this reward ({err})") from err
-    try:
+    try:  # mismatched sizes are loaded and then refused below, with the keys named (transformers alone
+        # only says "look at the above report", a log line the user of a node never sees)
         model, info = CLIPModel.from_pretrained(
-            folder, local_files_only=True, use_safetensors=True, output_loading_info=True
+            folder, local_files_only=True, use_safetensors=True, output_loading_info=True, ignore_mismatched_sizes=True
         )
         tokenizer = AutoTokenizer.from_pretrained(folder, local_files_only=True)
     except Exception as err:  # transformers raises many kinds; each is the folder's fault here
-        detail = str(err).split("\n")[0]
+        detail = " ".join(str(err).split())[:400]  # one line: transformers spreads its reason over several
         raise ValueError(
             f"{node}: could not load the CLIP model in {folder}: {type(err).__name__}: {detail}; check that "
             "config.json, model.safetensors and the tokenizer files come from one CLIP checkpoint (docs/rewards.md)"

@@ -235,7 +235,10 @@ def test_clip_folder_problems_are_named(reward_dirs, tiny_clip):
         rn.EPDCLIPScoreReward.execute("renamed_keys")
     target = install(reward_dirs, tiny_clip, "wrong_shape")
     save_file({**sd, "visual_projection.weight": torch.zeros(8, 32)}, str(target / "model.safetensors"))
-    with pytest.raises(ValueError, match=r"^EPD HPS Reward: could not load the CLIP model in .*wrong_shape"):
+    with pytest.raises(
+        ValueError,
+        match=r"^EPD HPS Reward: the weights in .*wrong_shape do not fit its config\.json .*visual_projection\.weight",
+    ):
         rn.EPDHPSReward.execute("wrong_shape")
     target = install(reward_dirs, tiny_clip, "no_tokenizer")
     for name in ("vocab.json", "merges.txt"):
@@ -255,6 +258,16 @@ def test_reward_schemas_have_tooltips_and_the_rewards_category():
         for item in [*schema.inputs, *schema.outputs]:
             assert item.tooltip and len(item.tooltip) > 15, (schema.node_id, item)
     assert rn.EPDReward.io_type == "EPD_REWARD"
+
+
+def test_clip_weights_of_another_size_name_the_mismatch(reward_dirs, tiny_clip):
+    folder = install(reward_dirs, tiny_clip, name="resized")
+    config = json.loads((folder / "config.json").read_text())
+    config["projection_dim"] = 24  # the weights hold 16
+    (folder / "config.json").write_text(json.dumps(config))
+    with pytest.raises(ValueError, match=r"EPD CLIP Score Reward: .*(size mismatch|do not fit its config)") as info:
+        rn.EPDCLIPScoreReward.execute("resized")
+    assert "above" not in str(info.value), "no pointer to a report the user cannot see"
 
 
 @pytest.mark.parametrize(
