@@ -41,6 +41,8 @@ SHRINK = {
     "EmptyLatentImage": {"width": SIZE, "height": SIZE, "batch_size": 1},
     "EmptySD3LatentImage": {"width": SIZE, "height": SIZE, "batch_size": 1},
     "EPD_Sigmas": {"steps": 3},
+    "KSampler": {"steps": 3},
+    "RepeatLatentBatch": {"amount": 2},  # EPD Fit Start: 2 reference latents, the least it takes
     "EPD_Distill": {"width": SIZE, "height": SIZE, "batch": 1, "steps": 2, "teacher_substeps": 2, "iterations": 2},
     "EPD_RLTune": {
         "width": SIZE,

@@ -93,6 +93,7 @@ def test_the_expected_workflows_ship() -> None:
         "epd_import_upstream.json",
         "epd_sd15_distill.json",
         "epd_sd15_rl_tune.json",
+        "epd_sd15_skip_middle.json",
     }
     assert [p.name for p in TEST_ONLY] == ["epd_toy_cpu.json"]
 
