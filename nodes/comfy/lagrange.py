@@ -13,7 +13,7 @@ import comfy.samplers
 import torch
 
 from ...epd_core.lagrange import check_options, check_sigmas, run_lagrange
-from .sampling import TiledInpaint, kind_of, model_sampling_of, resolve_parallel, step_callback
+from .sampling import kind_of, model_sampling_of, points_denoiser, step_callback
 
 LAGRANGE_NODE = "EPD Lagrange Sampler"
 
@@ -42,14 +42,12 @@ def sample_lagrange_comfy(
         return x
     extra_args = {} if extra_args is None else dict(extra_args)
     kind = kind_of(model_sampling_of(model))
-    mode = resolve_parallel(parallel, model, extra_args, x.shape[0])
+    denoiser, mode = points_denoiser(parallel, model, extra_args, x.shape[0], LAGRANGE_NODE)
     try:
         check_options(order, refinements, nodes, kind, warm_start, mode)
         check_sigmas(sigmas, kind)
     except ValueError as err:
         raise ValueError(f"{LAGRANGE_NODE}: {err}") from err
-    tiled = mode == "batched" and extra_args.get("denoise_mask") is not None
-    denoiser = TiledInpaint(model, x.shape[0]) if tiled else model
     report = step_callback(callback, len(sigmas) - 1, len(sigmas) - 1)
     return run_lagrange(denoiser, x, sigmas, extra_args, report,
                         order=order, refinements=refinements, nodes=nodes, warm_start=warm_start, kind=kind,

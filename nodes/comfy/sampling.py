@@ -202,23 +202,32 @@ def _inpaint_blocker(model: Any, extra_args: dict[str, Any], batch: int) -> str 
     return None
 
 
-def resolve_parallel(parallel: str, model: Any, extra_args: dict[str, Any], batch: int) -> str:
+def resolve_parallel(
+    parallel: str, model: Any, extra_args: dict[str, Any], batch: int, node: str = SAMPLER_NODE
+) -> str:
     """auto -> sequential under an untileable mask or a context-window handler, else batched."""
     if parallel not in PARALLEL_CHOICES:
-        raise ValueError(f"{SAMPLER_NODE}: parallel={parallel!r} is not one of {PARALLEL_CHOICES}.")
+        raise ValueError(f"{node}: parallel={parallel!r} is not one of {PARALLEL_CHOICES}.")
     blocker = _inpaint_blocker(model, extra_args, batch)
     if parallel == "batched" and blocker:
-        raise ValueError(
-            f"{SAMPLER_NODE}: parallel='batched' cannot run here: {blocker}; set parallel to auto or sequential."
-        )
+        raise ValueError(f"{node}: parallel='batched' cannot run here: {blocker}; set parallel to auto or sequential.")
     if parallel != "auto":
         return parallel
     if (extra_args.get("model_options") or {}).get("context_handler") is not None:
         blocker = "a context-window handler splits the batch"
     if blocker:
-        log.warning("%s: evaluating the K points one at a time because %s.", SAMPLER_NODE, blocker)
+        log.warning("%s: evaluating the K points one at a time because %s.", node, blocker)
         return "sequential"
     return "batched"
+
+
+def points_denoiser(
+    parallel: str, model: Any, extra_args: dict[str, Any], batch: int, node: str = SAMPLER_NODE
+) -> tuple[Any, str]:
+    """(denoiser, mode) for K-point calls: the mode resolved, and an inpainting mask tiled K-major when batched."""
+    mode = resolve_parallel(parallel, model, extra_args, batch, node)
+    tiled = mode == "batched" and extra_args.get("denoise_mask") is not None
+    return (TiledInpaint(model, batch) if tiled else model), mode
 
 
 def afs_choice(afs: str) -> bool | None:
@@ -312,9 +321,7 @@ def sample_epd_comfy(
     except ValueError as err:
         raise ValueError(f"{SAMPLER_NODE}: {err}") from err
     report_plan(run, params, max_order)
-    mode = resolve_parallel(parallel, model, extra_args, x.shape[0])
-    tiled = mode == "batched" and extra_args.get("denoise_mask") is not None
-    denoiser = TiledInpaint(model, x.shape[0]) if tiled else model
+    denoiser, mode = points_denoiser(parallel, model, extra_args, x.shape[0])
     config = StepConfig(kind_of(model_sampling), run.form, run.afs, max(max_order, 1), mode, chunk_size)
     report = step_callback(callback, len(sigmas) - 1, len(run.sigmas) - 1)
     step_rows = table_rows(run.params) if rows is None else rows
