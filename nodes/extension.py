@@ -22,6 +22,7 @@ from .reward_nodes import (
 )
 from .rl_nodes import EPDRLTune
 from .sampler_nodes import EPDSampler, EPDSigmas
+from .scalewise_nodes import EPDScalewiseSampler, EPDScalewiseSchedule
 from .skip_nodes import EPDFitStart, EPDSampleStart, EPDSuggestSigmaStar, EPDTruncateSigmas
 from .table_nodes import EPDDefaultTable, EPDTable
 
@@ -49,6 +50,8 @@ NODES: tuple[type[io.ComfyNode], ...] = (
     EPDSampleStart,
     EPDTruncateSigmas,
     EPDSuggestSigmaStar,
+    EPDScalewiseSchedule,
+    EPDScalewiseSampler,
 )
 
 

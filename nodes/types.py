@@ -18,6 +18,7 @@ EPDTable = io.Custom("EPD_TABLE")
 EPDReward = io.Custom("EPD_REWARD")
 LossMap = io.Custom("LOSS_MAP")  # core's type: Plot Loss Graph draws it
 EPDStartModel = io.Custom("EPD_START_MODEL")  # a fitted distribution of noised latents at sigma*
+EPDScales = io.Custom("EPD_SCALES")  # a scale-wise schedule: one latent size per step
 
 
 def table_input(tooltip: str, optional: bool = True) -> io.Input:

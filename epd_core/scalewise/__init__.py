@@ -16,10 +16,19 @@ from .sampler import (
     start_state,
     ve_noise_scaling,
 )
-from .schedule import CUSTOM, PRESET_CHOICES, PRESETS, Preset, parse_scales, preset_factors, scale_sizes
+from .schedule import (
+    CUSTOM,
+    PRESET_CHOICES,
+    PRESETS,
+    Preset,
+    ScaleSchedule,
+    parse_scales,
+    preset_factors,
+    scale_sizes,
+)
 
 __all__ = [
-    "CUSTOM", "NOISE_SCALINGS", "PRESETS", "PRESET_CHOICES", "UPSCALE_MODES", "Preset", "check_schedule",
+    "CUSTOM", "NOISE_SCALINGS", "PRESETS", "PRESET_CHOICES", "UPSCALE_MODES", "Preset", "ScaleSchedule", "check_schedule",
     "flow_noise_scaling", "parse_scales", "preset_factors", "resize", "sample_scalewise", "scale_sizes",
     "start_state", "ve_noise_scaling",
 ]  # fmt: skip

@@ -46,6 +46,16 @@ PRESETS: dict[str, Preset] = {
     "sdxl_4steps": Preset((64, 80, 96, 128), (1.0, 0.8, 0.6, 0.4, 0.0), "timestep", "SDXL", "yresearch/swd-sdxl"),
 }
 CUSTOM = "custom"
+
+
+class ScaleSchedule(NamedTuple):
+    """The EPD_SCALES value: one (height, width) latent size per step, the patch they are rounded to, the source."""
+
+    sizes: tuple[Size, ...]
+    patch: int = 1
+    source: str = CUSTOM
+
+
 PRESET_CHOICES = (*PRESETS, CUSTOM)
 
 

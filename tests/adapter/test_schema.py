@@ -90,6 +90,12 @@ EXPECTED = {
     "EPD_SampleStart": ("EPD Sample Start Latent", ["model", "start_model", "batch_size", "seed"], ["LATENT"]),
     "EPD_TruncateSigmas": ("EPD Truncate Sigmas", ["sigmas", "start_model"], ["SIGMAS"]),
     "EPD_SuggestSigmaStar": ("EPD Suggest Sigma*", ["model", "latents", "projections", "seed"], ["FLOAT"]),
+    "EPD_ScalewiseSchedule": (
+        "EPD Scale-wise Schedule",
+        ["model", "preset", "width", "height", "patch", "custom_scales", "custom_sigmas"],
+        ["EPD_SCALES", "SIGMAS", "STRING"],
+    ),
+    "EPD_ScalewiseSampler": ("EPD Scale-wise Sampler", ["scales", "upscale"], ["SAMPLER"]),
     "EPD_RLTune": (
         "EPD RL Tune",
         [
