@@ -1,4 +1,7 @@
-"""Train the Fashion-MNIST EDM denoiser fixture on CPU: ``python -m bench.fmnist.train_denoiser``.
+"""Train a Fashion-MNIST denoiser fixture on CPU: ``python -m bench.fmnist.train_denoiser [--family eps]``.
+
+The EDM family is described below; ``--family eps`` (SD1.5-style) and ``--family flow`` (SD3-style) swap
+the parameterisation and loss for those of families.py and keep everything else.
 
 EDM training (Karras et al. 2022, §5 and Table 1): ln(sigma) ~ N(P_mean, P_std^2), loss weight
 lambda(sigma) = (sigma^2 + sigma_data^2) / (sigma sigma_data)^2, Adam, and an exponential moving average
@@ -14,7 +17,7 @@ import copy
 import logging
 import math
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -22,7 +25,8 @@ import torch
 
 from . import data
 from .checkpoint import save_module
-from .unet import FORMAT, SIGMA_DATA, SIGMA_MAX, SIGMA_MIN, EDMDenoiser, UNetConfig, build_denoiser, config_dict
+from .families import FAMILIES, family_info, loss_for, wrap
+from .unet import FORMAT, EDMDenoiser, UNet, UNetConfig, config_dict
 
 log = logging.getLogger(__name__)
 DEFAULT_OUT = Path(__file__).parent / "weights" / "fmnist_edm.safetensors"
@@ -67,7 +71,7 @@ def update_ema(ema: torch.nn.Module, model: torch.nn.Module, beta: float) -> Non
 
 
 def train(
-    denoiser: EDMDenoiser,
+    denoiser: torch.nn.Module,
     images: torch.Tensor,
     labels: torch.Tensor,
     *,
@@ -80,12 +84,14 @@ def train(
     label_dropout: float = 0.1,
     bf16: bool = True,
     seed: int = 0,
+    loss_fn: Callable[..., torch.Tensor] = edm_loss,
 ) -> Iterator[dict[str, Any]]:
     """Adam training loop; yields a stats dict per step and leaves the EMA weights in ``stats['ema']``.
 
     steps: upper bound on optimiser steps. seconds: wall-clock budget; the learning-rate schedule
     runs on max(step / steps, elapsed / seconds), so a time-limited run still ends on a decayed rate.
     batch: images per step. lr: peak Adam learning rate. ema_halflife: EMA half-life in images.
+    loss_fn: (denoiser, x0, labels, generator) -> scalar, the family's training loss.
     """
     gen = torch.Generator().manual_seed(seed)
     ema = copy.deepcopy(denoiser).requires_grad_(False)
@@ -100,7 +106,7 @@ def train(
         idx = torch.randint(0, n, (batch,), generator=gen)
         y = labels[idx].masked_fill(torch.rand(batch, generator=gen) < label_dropout, -1)
         with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
-            loss = edm_loss(denoiser, images[idx], y, gen)
+            loss = loss_fn(denoiser, images[idx], y, gen)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         for p in denoiser.parameters():
@@ -118,7 +124,8 @@ def train(
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--out", type=Path, default=DEFAULT_OUT, help="output .safetensors file")
+    p.add_argument("--family", choices=FAMILIES, default="edm", help="parameterisation (families.py): edm, eps, flow")
+    p.add_argument("--out", type=Path, default=None, help="output .safetensors file (default weights/fmnist_<family>)")
     p.add_argument("--minutes", type=float, default=25.0, help="wall-clock budget in minutes")
     p.add_argument("--steps", type=int, default=4000, help="maximum optimiser steps")
     p.add_argument("--batch", type=int, default=64, help="images per step")
@@ -146,7 +153,8 @@ def main(argv: list[str] | None = None) -> None:
     torch.set_num_threads(args.threads)
     torch.manual_seed(args.seed)
     train_set = data.load_split("train")
-    denoiser = build_denoiser(config)
+    denoiser = wrap(args.family, UNet(config))
+    out = args.out or DEFAULT_OUT.with_name(f"fmnist_{args.family}.safetensors")
     log.info("parameters: %d", sum(p.numel() for p in denoiser.parameters()))
     losses: list[float] = []
     stats: dict[str, Any] = {}
@@ -161,6 +169,7 @@ def main(argv: list[str] | None = None) -> None:
         label_dropout=args.label_dropout,
         bf16=args.bf16,
         seed=args.seed,
+        loss_fn=loss_for(args.family),
     ):
         losses = (losses + [stats["loss"]])[-200:]
         if stats["step"] % args.log_every == 0:
@@ -172,17 +181,15 @@ def main(argv: list[str] | None = None) -> None:
                 stats["lr"],
                 stats["seconds"],
             )
-    save_module(args.out, stats["ema"].net, FORMAT, config_dict(config), file_info(args, stats, losses), torch.float16)
-    log.info("saved %s", args.out)
+    info = family_info(stats["ema"]) | file_info(args, stats, losses)
+    save_module(out, stats["ema"].net, FORMAT, config_dict(config), info, torch.float16)
+    log.info("saved %s", out)
 
 
 def file_info(args: argparse.Namespace, stats: dict[str, Any], losses: list[float]) -> dict[str, Any]:
     """Provenance stored in the weight file's metadata; final_loss is the mean of the last 200 step losses."""
     options = {k: str(v) if isinstance(v, Path) else v for k, v in vars(args).items()}
     return {
-        "sigma_data": SIGMA_DATA,
-        "sigma_min": SIGMA_MIN,
-        "sigma_max": SIGMA_MAX,
         "training_steps": stats["step"],
         "images_seen": stats["step"] * args.batch,
         "train_seconds": round(stats["seconds"], 1),

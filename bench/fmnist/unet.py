@@ -224,13 +224,19 @@ def build_denoiser(config: UNetConfig, sigma_data: float = SIGMA_DATA) -> EDMDen
     return EDMDenoiser(UNet(config), sigma_data=sigma_data)
 
 
-def load_denoiser(path: str | os.PathLike[str]) -> EDMDenoiser:
-    """The EMA denoiser stored at ``path`` (safetensors only), in eval mode with gradients off."""
+def load_denoiser(path: str | os.PathLike[str]) -> nn.Module:
+    """The EMA denoiser stored at ``path`` (safetensors only; EDM, or the family its metadata names), eval mode, no grad."""
+    from .families import wrap
+
     state, config, info = read_checkpoint(path, FORMAT)
-    denoiser = build_denoiser(UNetConfig.from_dict(config), sigma_data=float(info.get("sigma_data", SIGMA_DATA)))
+    family = info.get("family", "edm")
+    if family == "edm":
+        denoiser = build_denoiser(UNetConfig.from_dict(config), sigma_data=float(info.get("sigma_data", SIGMA_DATA)))
+        denoiser.sigma_min = float(info.get("sigma_min", SIGMA_MIN))
+        denoiser.sigma_max = float(info.get("sigma_max", SIGMA_MAX))
+    else:
+        denoiser = wrap(family, UNet(UNetConfig.from_dict(config)))
     load_state_strict(denoiser.net, state, path)
-    denoiser.sigma_min = float(info.get("sigma_min", SIGMA_MIN))
-    denoiser.sigma_max = float(info.get("sigma_max", SIGMA_MAX))
     denoiser.info = info
     return denoiser.eval().requires_grad_(False)
 

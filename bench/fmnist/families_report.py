@@ -1,0 +1,102 @@
+"""Markdown tables of the per-family benchmark (bench_families.py): EPD against the best built-in.
+
+    python -m bench.fmnist.families_report [--results bench/results/families]
+
+For each family the table has the best built-in (any sampler, any scheduler) at R rounds, the
+training-free EPD row the nodes' ``auto`` settings pick for that family (``DEFAULT_ROWS``), the best
+training-free EPD configuration searched, and the distilled rows; each with its error ratio to the
+best built-in at the same R. Guided columns are the 5-round comparison at cfg 3 and 7.5.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+from pathlib import Path
+from typing import Any
+
+# What EPD Sigmas (schedule auto) + EPD Sampler (defaults) run on each family; keep in step with
+# nodes/comfy/sampling.auto_schedule and the node defaults (docs/benchmarks.md, "Model families").
+DEFAULT_ROWS = {
+    "edm": "EPD K2 data uniform auto",
+    "eps": "EPD K2 data uniform auto",
+    "flow": "EPD K2 data uniform auto",
+}
+FAMILY_TITLES = {"eps": "EPS, SD1.5 discrete schedule", "edm": "EDM (continuous)", "flow": "flow, shift 3 (SD3)"}
+
+
+def cells(rows: dict[str, Any], r: int) -> dict[str, float]:
+    """Finite errors at exactly ``r`` counted rounds."""
+    out = {}
+    for name, row in rows.items():
+        c = row.get(str(r))
+        if c and c.get("rounds") == r and math.isfinite(c.get("error", math.nan)):
+            out[name] = c["error"]
+    return out
+
+
+def best(errors: dict[str, float], epd: bool) -> tuple[str, float] | None:
+    mine = {k: v for k, v in errors.items() if k.startswith("EPD") == epd and "distilled" not in k}
+    if not mine:
+        return None
+    name = min(mine, key=mine.get)
+    return name, mine[name]
+
+
+def family_table(results: dict[str, Any], default_row: str) -> list[str]:
+    cfgs = results["cfgs"]
+    base = cfgs.get("1.0", {}).get("rows", {})
+    rounds = sorted({int(r) for row in base.values() for r in row})
+    guided = [c for c in cfgs if c != "1.0"]
+    head = [f"R={r}" for r in rounds] + [f"cfg {c}, R=5" for c in guided]
+    lines = ["| row | " + " | ".join(head) + " |", "|---" * (len(head) + 1) + "|"]
+    columns = [("1.0", r) for r in rounds] + [(c, 5) for c in guided]
+    peers = []
+    for cfg, r in columns:
+        errors = cells(cfgs[cfg]["rows"], r)
+        peers.append((best(errors, False), errors))
+    lines.append("| best built-in | " + " | ".join(_peer(p) for p, _ in peers) + " |")
+    names = [default_row, "best EPD searched"] + sorted(
+        {n for block in cfgs.values() for n in block["rows"] if "distilled" in n}
+    )
+    for name in names:
+        out = []
+        for peer, errors in peers:
+            if name == "best EPD searched":
+                found = best(errors, True)
+                out.append(_ratio(found[1], peer) + f" ({found[0][4:]})" if found else "-")
+            else:
+                out.append(_ratio(errors[name], peer) if name in errors else "-")
+        label = "EPD training-free default" if name == default_row else name
+        lines.append(f"| {label} | " + " | ".join(out) + " |")
+    return lines
+
+
+def _peer(peer: tuple[str, float] | None) -> str:
+    return "-" if peer is None else f"{peer[1]:.4f} ({peer[0]})"
+
+
+def _ratio(error: float, peer: tuple[str, float] | None) -> str:
+    return "-" if peer is None else f"{error / peer[1]:.2f}x"
+
+
+def main(argv: list[str] | None = None) -> None:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--results", type=Path, default=Path("bench/results/families"))
+    args = p.parse_args(argv)
+    for family, default_row in DEFAULT_ROWS.items():
+        path = args.results / f"{family}.json"
+        if not path.is_file():
+            continue
+        results = json.loads(path.read_text())
+        for extra in sorted(args.results.glob(f"{family}_*.json")):  # distilled runs saved with --tag
+            for cfg, block in json.loads(extra.read_text())["cfgs"].items():
+                for name, row in block["rows"].items():
+                    results["cfgs"].setdefault(cfg, {"rows": {}})["rows"].setdefault(name, {}).update(row)
+        print(f"\n### {FAMILY_TITLES[family]}\n")  # noqa: T201 (the report)
+        print("\n".join(family_table(results, default_row)))  # noqa: T201
+
+
+if __name__ == "__main__":
+    main()
