@@ -3,6 +3,8 @@ import assert from "node:assert/strict";
 import { test } from "node:test";
 
 import {
+  chartBox,
+  chartFont,
   chartLayout,
   downsample,
   extent,
@@ -11,6 +13,7 @@ import {
   niceTicks,
   pathData,
   scaleLinear,
+  seriesName,
 } from "../../web/js/epd_chart_math.js";
 
 test("extent skips non-finite values and widens flat or empty series", () => {
@@ -96,4 +99,25 @@ test("chartLayout puts loss on the left, reward on the right, ticks inside the b
 test("chartLayout of an empty series draws nothing and does not throw", () => {
   const layout = chartLayout([{ name: "loss", points: [] }], { width: 100, height: 50, pad: { left: 0, right: 0, top: 0, bottom: 0 } });
   assert.equal(layout.lines[0].d, "");
+});
+
+test("chartFont keeps text near 9 screen pixels within 11-16 graph pixels", () => {
+  assert.equal(chartFont(1), 11); // 9 / 1 -> at least 11
+  assert.equal(chartFont(0.6), 15); // the examples open at 0.6: 15 * 0.6 = 9 screen pixels
+  assert.equal(chartFont(0.3), 16); // capped
+  assert.equal(chartFont(undefined), 11);
+});
+
+test("chartBox leaves room for the longest tick labels and the axis titles", () => {
+  const box = chartBox(300, 180, 10, { left: 4, right: 0 });
+  // labels ceil(10 * (0.58 * 4 + 0.4)) = 28, title ceil(10 * 1.4) = 14; no right axis: one em
+  assert.deepEqual(box.pad, { left: 28 + 14, right: 10, top: 7, bottom: 28 });
+  assert.equal(chartBox(300, 180, 10, { left: 1, right: 7 }).pad.right, 45 + 14); // ceil(10 * 4.46) = 45
+});
+
+test("seriesName names each line on each training node", () => {
+  assert.deepEqual(seriesName("EPD_Distill", "val"), { legend: "best validation error", axis: "validation error" });
+  assert.deepEqual(seriesName("EPD_RLTune", "reward"), { legend: "mean reward", axis: "reward" });
+  assert.deepEqual(seriesName("EPD_Distill", "loss"), { legend: "train loss", axis: "train loss" });
+  assert.deepEqual(seriesName("Other", "x"), { legend: "x", axis: "x" });
 });

@@ -5,6 +5,7 @@ Skips when ``node`` is not on PATH: the pack itself never needs Node.
 
 from __future__ import annotations
 
+import re
 import shutil
 import subprocess
 from pathlib import Path
@@ -13,6 +14,7 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[2]
 HERE = Path(__file__).resolve().parent
+HELPERS = ("epd_util.js", "epd_chart_math.js", "epd_chart_svg.js", "epd_curves.js")
 
 
 def test_node_test_runner_passes() -> None:
@@ -26,7 +28,7 @@ def test_node_test_runner_passes() -> None:
 
 
 def test_web_files_follow_the_extension_rules() -> None:
-    """Under 200 lines, one EPD.<Feature> extension per file, helpers register nothing."""
+    """Under 200 lines, one EPD.<Feature> extension per file; helpers register nothing and import only helpers."""
     files = sorted((ROOT / "web" / "js").glob("*.js"))
     assert files
     for path in files:
@@ -34,8 +36,9 @@ def test_web_files_follow_the_extension_rules() -> None:
         assert len(text.splitlines()) < 200, path
         assert text.startswith("// "), f"{path.name} opens without a header comment"
         registrations = text.count("app.registerExtension(")
-        if path.name in ("epd_util.js", "epd_chart_math.js"):
-            assert registrations == 0 and "import " not in text, path
+        if path.name in HELPERS:
+            imports = re.findall(r'^import .* from "(.+)";$', text, flags=re.MULTILINE)
+            assert registrations == 0 and all(i.removeprefix("./") in HELPERS for i in imports), path
         else:
             assert registrations == 1 and 'name: "EPD.' in text, path
             assert 'from "../../../scripts/app.js"' in text, path

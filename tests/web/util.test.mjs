@@ -8,6 +8,7 @@ import {
   findWidget,
   firstText,
   formatTableSummary,
+  notifyGraphChange,
   tableSummary,
   trainEventNode,
 } from "../../web/js/epd_util.js";
@@ -97,4 +98,15 @@ test("trainEventNode needs the event's node type as well as its id", () => {
   assert.equal(trainEventNode(graphOf([guider]), { node: "4", type: "EPD_Distill" }), null);
   assert.equal(trainEventNode(graphOf([guider]), { node: "4" }), guider); // an older server sends no type
   assert.equal(trainEventNode(graphOf([distill]), { node: "9", type: "EPD_Distill" }), null);
+});
+
+test("notifyGraphChange asks the active workflow's change tracker to check the graph", () => {
+  let checked = 0;
+  const app = { extensionManager: { workflow: { activeWorkflow: { changeTracker: { checkState: () => checked++ } } } } };
+  notifyGraphChange(app);
+  assert.equal(checked, 1);
+  let dirty = null;
+  notifyGraphChange({ graph: { setDirtyCanvas: (...a) => (dirty = a) } }); // no tracker: redraw only
+  assert.deepEqual(dirty, [true, true]);
+  notifyGraphChange(undefined); // nothing to tell: no throw
 });

@@ -81,14 +81,15 @@ export function formatTick(v) {
 
 /**
  * Layout of a chart with up to two series on their own y scales (left, right) over a shared x axis.
- * series: [{name, points: [[x, y], ...]}]; box: {width, height, pad: {left, right, top, bottom}}.
+ * series: [{name, points: [[x, y], ...]}]; box: {width, height, pad: {left, right, top, bottom}, font?}.
  * Returns {x: {ticks, at}, lines: [{name, d, ticks, at, side}]} with pixel positions for the ticks.
  */
 export function chartLayout(series, box) {
   const { width, height, pad } = box;
   const xs = series.flatMap((s) => s.points.map((p) => p[0]));
   const [x0, x1] = xs.length ? extent(xs) : [0, 1];
-  const xt = niceTicks(x0, x1, Math.max(2, Math.floor((width - pad.left - pad.right) / 60)));
+  const gap = box.font ? box.font * 4.5 : 60; // room for one x tick label
+  const xt = niceTicks(x0, x1, Math.max(2, Math.floor((width - pad.left - pad.right) / gap)));
   const sx = scaleLinear([x0, x1], [pad.left, width - pad.right]);
   const lines = series.slice(0, 2).map((s, i) => {
     const [y0, y1] = extent(s.points.map((p) => p[1]));
@@ -98,4 +99,32 @@ export function chartLayout(series, box) {
   });
   const xTicks = xt.ticks.filter((t) => t >= x0 && t <= x1);
   return { x: { ticks: xTicks, at: xTicks.map(sx) }, lines };
+}
+
+/** Text size in graph pixels at a canvas zoom: about 9 screen pixels, kept within 11-16 graph pixels. */
+export function chartFont(scale) {
+  const zoom = Number.isFinite(scale) && scale > 0 ? scale : 1;
+  return Math.min(16, Math.max(11, Math.round(9 / zoom)));
+}
+
+/**
+ * The box of a `width` x `height` chart with text of size `font`: room for the tick labels (`chars`, the
+ * longest label's length on the left and right; 0 for no right axis) and for the axis titles.
+ */
+export function chartBox(width, height, font, chars = { left: 4, right: 4 }) {
+  const label = (n) => Math.ceil(font * (0.58 * n + 0.4));
+  const title = Math.ceil(font * 1.4);
+  const right = chars.right > 0 ? label(chars.right) + title : Math.ceil(font);
+  return { width, height, font, pad: { left: label(chars.left) + title, right, top: Math.ceil(font * 0.7), bottom: Math.ceil(font * 2.8) } };
+}
+
+const NAMES = {
+  EPD_Distill: { loss: ["train loss", "train loss"], val: ["best validation error", "validation error"] },
+  EPD_RLTune: { loss: ["policy loss", "policy loss"], reward: ["mean reward", "reward"] },
+};
+
+/** {legend, axis}: the names of an event value (`loss`, `val`, `reward`, ...) on a node type. */
+export function seriesName(type, key) {
+  const [legend, axis] = NAMES[type]?.[key] ?? [key, key];
+  return { legend, axis };
 }

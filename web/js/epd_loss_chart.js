@@ -1,95 +1,69 @@
-// EPD.LossChart: a live training chart on EPD training nodes.
-// Python sends websocket events "epd.train" {node, type, step, total, loss, reward?} to the client that
-// queued the prompt while it trains; the node with that id and type gets a DOM widget with loss (left
-// axis) and a second value (right axis) against step: reward, or else the first other number in the
-// event (EPD Distill sends "val"). The last curve is kept, downsampled, in node.properties so a
-// reloaded workflow shows it again (onConfigure).
-// Only the display depends on this file; Python never waits for or reads anything from it.
+// EPD.LossChart: a live training chart on EPD Distill and EPD RL Tune, with a legend and axis titles.
+// Python sends "epd.train" {node, type, step, total, loss, val|reward} to the client that queued the prompt.
+// A curve belongs to the workflow this page queued the prompt from (its root graph id) and to the node id and
+// type in it: another tab never gets it, and it shows again when its tab comes back. The chart sits on the node
+// from creation at a fixed height. Its rows are kept in node.properties; when a run ends (done, error or
+// Cancel) the change tracker is told, so the saved workflow and an immediate reload keep the final curve.
+// While a run goes on, a session copy lets a reloaded page show the whole curve. Python never reads any of it.
 import { app } from "../../../scripts/app.js";
 import { api } from "../../../scripts/api.js";
-import { chartLayout, downsample, formatTick } from "./epd_chart_math.js";
-import { chainCallback, trainEventNode } from "./epd_util.js";
+import { chartFont, downsample, seriesName } from "./epd_chart_math.js";
+import { createChartView, renderChart } from "./epd_chart_svg.js";
+import { addTrainEvent, curveKey, finishPrompt, restoreCurve, savedCurve } from "./epd_curves.js";
+import { chainCallback, notifyGraphChange, trainEventNode } from "./epd_util.js";
 
 const EVENT = "epd.train";
+const ENDS = ["execution_success", "execution_error", "execution_interrupted"];
 const PROPERTY = "epd_train_curve";
-const MAX_KEPT = 4000; // rows held per node while training
-const MAX_SAVED = 200; // rows written into the workflow
+const SECOND = { EPD_Distill: "val", EPD_RLTune: "reward" }; // the training nodes and their second line
+const CHART_HEIGHT = 230; // graph pixels, fixed: the chart never grows its node
 const MAX_DRAWN = 400;
-const HEIGHT = 170;
-const COLORS = ["#4e9af1", "#f0a04b"]; // loss, second value
-const FIXED_KEYS = new Set(["node", "type", "step", "total", "loss"]);
-const BOX = { width: 320, height: HEIGHT - 22, pad: { left: 44, right: 44, top: 8, bottom: 18 } };
-const SVG_NS = "http://www.w3.org/2000/svg";
-const charts = new WeakMap(); // node -> {title, svg, rows: [[step, loss, second|null]], second, total, queued}
+const SESSION_MS = 1000;
+const book = new Map(); // curveKey -> curve (epd_curves.js)
+const workflowOf = new Map(); // prompt id -> root graph id of the workflow this page queued it from
+const charts = new WeakMap(); // node -> {view, curve, queued, sessionAt}
+const live = new Set(); // nodes with a chart, redrawn when the zoom changes the text size
+let running = null; // the prompt the server runs now
+let font = chartFont(1);
 
-function svgEl(tag, attrs, text) {
-  const el = document.createElementNS(SVG_NS, tag);
-  for (const [k, v] of Object.entries(attrs)) el.setAttribute(k, String(v));
-  if (text !== undefined) el.textContent = text;
-  return el;
-}
+const sessionKey = (curve) => `epd.train.${curveKey(curve.workflow, curve.node)}`;
+const rootId = (node) => node?.graph?.rootGraph?.id ?? node?.graph?.id ?? null;
+const typeOf = (node) => node.comfyClass ?? node.type;
 
 function ensureChart(node) {
   let chart = charts.get(node);
   if (chart) return chart;
-  const root = document.createElement("div");
-  root.style.cssText = "display:flex;flex-direction:column;font:11px sans-serif;";
-  const title = document.createElement("div");
-  title.style.cssText = "padding:0 4px;opacity:0.85;white-space:nowrap;overflow:hidden;";
-  const svg = svgEl("svg", { viewBox: `0 0 ${BOX.width} ${BOX.height}`, preserveAspectRatio: "none" });
-  svg.style.cssText = "width:100%;flex:1;min-height:0;";
-  root.append(title, svg);
-  const widget = node.addDOMWidget("epd_train_chart", "epd_train_chart", root, {
+  const view = createChartView();
+  const size = () => CHART_HEIGHT;
+  const widget = node.addDOMWidget("epd_train_chart", "epd_train_chart", view.root, {
     serialize: false,
     hideOnZoom: false,
-    getMinHeight: () => HEIGHT,
+    getMinHeight: size,
+    getMaxHeight: size,
   });
   widget.serialize = false; // never part of widgets_values
-  const size = node.computeSize?.() ?? node.size;
-  node.setSize?.([Math.max(node.size[0], 340), Math.max(node.size[1], size[1])]);
-  chart = { title, svg, rows: [], second: null, total: null, queued: false };
+  chart = { view, curve: null, queued: false, sessionAt: 0 };
   charts.set(node, chart);
+  live.add(node);
+  new ResizeObserver(() => scheduleDraw(node)).observe(view.root);
   return chart;
-}
-
-function seriesOf(chart) {
-  const kept = downsample(chart.rows, MAX_DRAWN);
-  const series = [{ name: "loss", points: kept.map((r) => [r[0], r[1]]) }];
-  if (kept.some((r) => Number.isFinite(r[2]))) series.push({ name: chart.second, points: kept.map((r) => [r[0], r[2]]) });
-  return series;
-}
-
-/** The second value's name: reward when sent, else the first other number (e.g. EPD Distill's "val"). */
-function secondKey(detail) {
-  if (Number.isFinite(detail?.reward)) return "reward";
-  return Object.keys(detail ?? {}).find((k) => !FIXED_KEYS.has(k) && Number.isFinite(detail[k])) ?? null;
 }
 
 function draw(node) {
   const chart = charts.get(node);
   if (!chart) return;
   chart.queued = false;
-  const last = chart.rows.at(-1);
-  const parts = last ? [`step ${last[0]}${chart.total ? `/${chart.total}` : ""}`, `loss ${formatTick(last[1])}`] : ["waiting for data"];
-  if (last && Number.isFinite(last[2])) parts.push(`${chart.second} ${formatTick(last[2])}`);
-  chart.title.textContent = parts.join(" · ");
-  const layout = chartLayout(seriesOf(chart), BOX);
-  const { width, height, pad } = BOX;
-  const bottom = height - pad.bottom;
-  const kids = [svgEl("rect", { x: pad.left, y: pad.top, width: width - pad.left - pad.right, height: bottom - pad.top, fill: "none", stroke: "#8884" })];
-  layout.x.ticks.forEach((t, i) => {
-    kids.push(svgEl("text", { x: layout.x.at[i], y: height - 4, "text-anchor": "middle", "font-size": 9, fill: "#aaa" }, formatTick(t)));
-  });
-  layout.lines.forEach((line, n) => {
-    const left = line.side === "left";
-    line.ticks.forEach((t, i) => {
-      const attrs = { x: left ? pad.left - 3 : width - pad.right + 3, y: line.at[i] + 3, "font-size": 9 };
-      kids.push(svgEl("text", { ...attrs, "text-anchor": left ? "end" : "start", fill: COLORS[n] }, formatTick(t)));
-    });
-    kids.push(svgEl("path", { d: line.d, fill: "none", stroke: COLORS[n], "stroke-width": 1.5 }));
-  });
-  chart.svg.replaceChildren(...kids);
-  node.setDirtyCanvas?.(true, false);
+  const { curve } = chart;
+  const type = typeOf(node);
+  const rows = downsample(curve?.rows ?? [], MAX_DRAWN);
+  const last = curve?.rows.at(-1);
+  const second = curve?.second ?? SECOND[type];
+  const value = (v) => (Number.isFinite(v) ? v : null);
+  const series = [{ ...seriesName(type, "loss"), points: rows.map((r) => [r[0], r[1]]), last: value(last?.[1]) }];
+  if (second) series.push({ ...seriesName(type, second), points: rows.map((r) => [r[0], r[2]]), last: value(last?.[2]) });
+  let progress = last ? ` ${last[0]}${curve.total ? ` / ${curve.total}` : ""}` : "";
+  if (curve?.done && curve.total && last[0] < curve.total) progress += " (stopped)";
+  renderChart(chart.view, series, { font, xTitle: `iteration${progress}`, empty: "no run yet" });
 }
 
 function scheduleDraw(node) {
@@ -99,47 +73,99 @@ function scheduleDraw(node) {
   requestAnimationFrame(() => draw(node));
 }
 
-function save(node) {
-  const chart = charts.get(node);
-  if (!chart?.rows.length || !node.properties) return;
-  node.properties[PROPERTY] = { total: chart.total, second: chart.second, rows: downsample(chart.rows, MAX_SAVED) };
+/** Puts `curve` on `node`: drawn, kept in its properties and, while it runs, in a session copy. */
+function show(node, curve) {
+  const chart = ensureChart(node);
+  chart.curve = curve;
+  node.properties ??= {};
+  node.properties[PROPERTY] = savedCurve(curve);
+  if (curve.done) sessionStorage.removeItem(sessionKey(curve));
+  else if (Date.now() - chart.sessionAt > SESSION_MS) {
+    chart.sessionAt = Date.now();
+    sessionStorage.setItem(sessionKey(curve), JSON.stringify(node.properties[PROPERTY]));
+  }
+  scheduleDraw(node);
 }
 
-function toRow(item, second) {
-  const value = second ? Number(item?.[second]) : NaN;
-  return [Number(item?.step), Number(item?.loss), Number.isFinite(value) ? value : null];
+function visibleNode(curve) {
+  if (curve.workflow !== (app.rootGraph?.id ?? null)) return null;
+  return trainEventNode(app.rootGraph, curve);
 }
 
 function onTrainEvent({ detail }) {
-  const node = trainEventNode(app.graph, detail);
-  if (!node) return;
-  const chart = ensureChart(node);
-  const last = chart.rows.at(-1);
-  if (last && Number(detail.step) <= last[0]) [chart.rows, chart.second] = [[], null]; // a new run started
-  chart.second ??= secondKey(detail); // a value may only start arriving after the first steps
-  const row = toRow(detail, chart.second);
-  chart.rows.push(row);
-  if (chart.rows.length > MAX_KEPT) chart.rows = downsample(chart.rows, MAX_KEPT / 2);
-  chart.total = Number.isFinite(Number(detail.total)) ? Number(detail.total) : null;
-  if (chart.total && row[0] >= chart.total) save(node);
-  scheduleDraw(node);
+  if (!detail || (detail.type && !(detail.type in SECOND))) return;
+  const workflow = workflowOf.get(running) ?? app.rootGraph?.id ?? null; // unknown after a reload: the one on screen
+  const curve = addTrainEvent(book, workflow, running, detail);
+  const node = visibleNode(curve);
+  if (node) show(node, curve); // else its tab is not on screen: the book keeps it for when it comes back
+}
+
+function onRunEnd({ detail }) {
+  for (const curve of finishPrompt(book, detail?.prompt_id)) {
+    sessionStorage.removeItem(sessionKey(curve));
+    const node = visibleNode(curve);
+    if (node) {
+      show(node, curve);
+      notifyGraphChange(app);
+    }
+  }
+  if (detail?.prompt_id === running) running = null;
+}
+
+/** On load (file, tab switch, reload): the book's curve, else a session copy of a run in progress, else the saved one. */
+function restore(node) {
+  const workflow = rootId(node);
+  const key = curveKey(workflow, node.id);
+  const saved = node.properties?.[PROPERTY];
+  let curve = book.get(key);
+  if (curve?.type && curve.type !== typeOf(node)) curve = null;
+  if (!curve) {
+    const session = JSON.parse(sessionStorage.getItem(`epd.train.${key}`) ?? "null");
+    curve = restoreCurve(session, workflow, node.id, typeOf(node)) ?? restoreCurve(saved, workflow, node.id, typeOf(node));
+    if (!curve) return;
+    if (session) curve.done = false;
+    book.set(key, curve);
+  }
+  const changed = JSON.stringify(savedCurve(curve)) !== JSON.stringify(saved ?? null);
+  show(node, curve);
+  if (curve.done && changed) setTimeout(() => notifyGraphChange(app), 300); // after the load, which ignores changes
+}
+
+function watchZoom() {
+  const now = chartFont(app.canvas?.ds?.scale);
+  if (now === font) return;
+  font = now;
+  for (const node of live) {
+    if (node.graph && charts.get(node)?.view.root.isConnected) scheduleDraw(node);
+    else live.delete(node);
+  }
 }
 
 app.registerExtension({
   name: "EPD.LossChart",
   setup() {
+    const queue = api.queuePrompt;
+    api.queuePrompt = async function (number, data, ...rest) {
+      const result = await queue.call(this, number, data, ...rest);
+      if (result?.prompt_id && data?.workflow?.id) workflowOf.set(result.prompt_id, data.workflow.id);
+      return result;
+    };
+    const started = ({ detail }) => {
+      if (detail?.prompt_id) running = detail.prompt_id;
+    };
+    for (const name of ["execution_start", "executing", "progress"]) api.addEventListener(name, started);
+    for (const name of ENDS) api.addEventListener(name, onRunEnd);
     api.addEventListener(EVENT, onTrainEvent);
+    setInterval(watchZoom, 250);
   },
   async beforeRegisterNodeDef(nodeType, nodeData) {
-    if (!nodeData?.name?.startsWith("EPD_")) return;
-    chainCallback(nodeType.prototype, "onConfigure", function () {
-      const saved = this.properties?.[PROPERTY];
-      if (!Array.isArray(saved?.rows) || !saved.rows.length) return;
-      const chart = ensureChart(this);
-      chart.rows = saved.rows.map((r) => [Number(r[0]), Number(r[1]), r[2] === null ? null : Number(r[2])]);
-      chart.total = saved.total ?? null;
-      chart.second = typeof saved.second === "string" ? saved.second : null;
+    if (!(nodeData?.name in SECOND)) return;
+    chainCallback(nodeType.prototype, "onNodeCreated", function () {
+      ensureChart(this);
       scheduleDraw(this);
+    });
+    chainCallback(nodeType.prototype, "onConfigure", function () {
+      restore(this);
     });
   },
 });

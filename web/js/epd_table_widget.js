@@ -1,9 +1,10 @@
 // EPD.TableWidget: on "EPD Table" nodes, a one-line summary of the table (steps, K, provenance, form,
 // sigma range) and a "Copy into widget" button. After a run with a table connected, the node's ui text
-// is that table's JSON (nodes/table_nodes.py, ui.PreviewText); the button writes it into table_json so
-// the workflow carries the table. On load (onConfigure) the summary shows the JSON already in the box.
+// is that table's JSON (nodes/table_nodes.py, ui.PreviewText); the button writes it into table_json and tells
+// the change tracker, so the workflow carries the table (an immediate reload keeps it). On load (onConfigure)
+// the summary shows the JSON already in the box.
 import { app } from "../../../scripts/app.js";
-import { chainCallback, findWidget, firstText, formatTableSummary, tableSummary } from "./epd_util.js";
+import { chainCallback, findWidget, firstText, formatTableSummary, notifyGraphChange, tableSummary } from "./epd_util.js";
 
 const NODE = "EPD_Table";
 const JSON_WIDGET = "table_json";
@@ -55,6 +56,7 @@ function copyIntoWidget(node) {
   widget.callback?.(widget.value);
   node.setDirtyCanvas?.(true, true);
   render(node);
+  notifyGraphChange(app); // an immediate reload or save keeps the copied table
 }
 
 app.registerExtension({

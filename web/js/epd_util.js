@@ -11,6 +11,16 @@ export function chainCallback(object, property, callback) {
   };
 }
 
+/**
+ * Tells the open workflow's change tracker (ComfyUI frontend 1.x) that code changed the graph (a widget value,
+ * node.properties), so the modified mark, undo and the draft that a reload restores include the change.
+ */
+export function notifyGraphChange(app) {
+  const tracker = app?.extensionManager?.workflow?.activeWorkflow?.changeTracker;
+  if (typeof tracker?.checkState === "function") tracker.checkState();
+  else app?.graph?.setDirtyCanvas?.(true, true);
+}
+
 /** The widget called `name` on `node`, or undefined (widgets are found by name, never by index). */
 export function findWidget(node, name) {
   return node?.widgets?.find((w) => w.name === name);
