@@ -16,6 +16,7 @@ import torch
 
 from ..params import EPDParams
 from ..solver import StepConfig, advance, run_epd, table_rows
+from .losses import LOSSES, state_loss
 from .pool import TeacherPool, pool_order, pool_problems
 from .teacher import TEACHERS, teacher_step, teacher_trajectory
 from .trainable import TrainableTable
@@ -43,6 +44,8 @@ class DistillConfig(NamedTuple):
     eval_every: int = 10  # iterations between validation runs
     val_batch: int = 64  # fixed validation noise samples
     seed: int = 0  # noise seed (training uses seed, validation seed + 1)
+    loss: str = "l2"  # l2: pointwise MSE to the teacher's states; mmd: patch MMD between the batches (losses.py)
+    mmd_patch: int = 4  # loss="mmd": side of the square patches compared, in latent pixels
 
 
 class DistillStats(NamedTuple):
@@ -67,6 +70,8 @@ def check_config(
         problems.append("iterations, batch, val_batch and eval_every must all be >= 1")
     if config.targets not in TARGETS:
         problems.append(f"targets={config.targets!r} is not one of {TARGETS}")
+    if config.loss not in LOSSES or config.mmd_patch < 1:
+        problems.append(f"loss={config.loss!r} must be one of {LOSSES} and mmd_patch >= 1 (got {config.mmd_patch})")
     if config.teacher not in TEACHERS:
         problems.append(f"teacher={config.teacher!r} is not one of {tuple(TEACHERS)}")
     if not 0 < config.lr_min <= config.lr:
@@ -108,7 +113,7 @@ def student_losses(
             target = targets[n] if config.targets == "global" else targets[-1]
         x, _, history = advance(model, x_in, n, sigmas, row, history, extra_args, step_config)
         if config.targets != "final" or n == len(rows) - 1:
-            losses.append(torch.mean((x - target) ** 2))
+            losses.append(state_loss(x, target, config.loss, config.mmd_patch))
     return losses, x
 
 
@@ -118,17 +123,20 @@ def feature_loss(feature_fn, alpha: float, x: torch.Tensor, teacher_feats: torch
 
 
 def validation_error(
-    model, table: EPDParams, x_val, y_val, step_config: StepConfig, extra_args, features=None
+    model, table: EPDParams, x_val, y_val, step_config: StepConfig, extra_args, features=None, config=None
 ) -> float:
     """How far the student's final state is from the teacher's on the validation batch.
 
     Without a feature loss: the mean L2 distance. With one (``features`` = (feature_fn, alpha,
     teacher features)): the final-state objective the student trains on, MSE + alpha * feature MSE,
-    so the best table is picked by what was optimised, not by pixels alone.
+    so the best table is picked by what was optimised, not by pixels alone. With
+    ``config.loss == "mmd"``: the patch MMD of the final states, for the same reason.
     """
     with torch.no_grad():
         out = run_epd(model, x_val, table.sigmas, extra_args, params=table, kind=step_config.kind,
                       form=step_config.form, afs=step_config.afs, max_order=step_config.max_order)  # fmt: skip
+        if config is not None and config.loss != "l2":
+            return state_loss(out, y_val, config.loss, config.mmd_patch).item()
         if features is None:
             return (out - y_val).flatten(1).norm(dim=1).mean().item()
         feature_fn, alpha, y_feats = features
@@ -207,7 +215,7 @@ def distill(
     trainable = TrainableTable(start, config.learn_scales, config.learn_sigmas)
     optimiser = torch.optim.Adam([p for p in trainable.parameters() if p.requires_grad], lr=config.lr)
     best_table = trainable.export()
-    best = validation_error(model, best_table, x_val, y_val, step_config, extra_args, val_features)
+    best = validation_error(model, best_table, x_val, y_val, step_config, extra_args, val_features, config)
     batches = training_batches(
         model, noise_fn, config, trainable, gen, teach, pool, feature_fn if use_features else None
     )
@@ -234,7 +242,9 @@ def distill(
         optimiser.step()
         val = None
         if (it + 1) % config.eval_every == 0 or it + 1 == config.iterations:
-            val = validation_error(model, trainable.export(), x_val, y_val, step_config, extra_args, val_features)
+            val = validation_error(
+                model, trainable.export(), x_val, y_val, step_config, extra_args, val_features, config
+            )
             if val < best:
                 best, best_table = val, trainable.export()
         yield DistillStats(it + 1, loss.item(), lr, val, best, best_table)
