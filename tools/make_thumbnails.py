@@ -49,7 +49,7 @@ def main() -> int:
     comfyui = os.environ.get("COMFYUI_PATH")
     if not comfyui or not chromium_available():
         parser.error("needs COMFYUI_PATH (a ComfyUI checkout) and /usr/bin/chromium")
-    workflows = args.workflows or sorted((ROOT / "workflows").glob("*.json"))
+    workflows = [w.resolve() for w in args.workflows] or sorted((ROOT / "workflows").glob("*.json"))
     with tempfile.TemporaryDirectory() as tmp:
         base = Path(tmp)
         with (

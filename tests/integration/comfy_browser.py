@@ -69,6 +69,15 @@ BOUNDS = """() => {
   return { x: box.left + x0, y: box.top + y0, width: x1 - x0, height: y1 - y0 };
 }"""
 FOCUS = "() => window.app.extensionManager.command.execute('Workspace.ToggleFocusMode')"
+# The Vue node renderer ("Modern Node Design") instead of the LiteGraph canvas (frontend 1.41 setting id).
+VUE_NODES = "Comfy.VueNodes.Enabled"
+# Every node's box: from the DOM under the Vue renderer (page pixels), else LiteGraph's boundingRect (graph units).
+NODE_BOXES = """() => {
+  const vue = [...document.querySelectorAll('[data-node-id]')];
+  const title = (id) => { const n = window.app.graph.getNodeById(Number(id)); return n ? `${n.id} ${n.title}` : id; };
+  if (vue.length) return vue.map((el) => { const r = el.getBoundingClientRect(); return [title(el.dataset.nodeId), r.x, r.y, r.width, r.height]; });
+  return window.app.graph.nodes.map((n) => [title(n.id), ...n.boundingRect]);
+}"""
 
 
 @dataclass
@@ -89,6 +98,7 @@ class BrowserApp:
 
     page: Any
     messages: list[Message] = field(default_factory=list)
+    renderer: str = "litegraph"  # or "vue": the node renderer the page was opened with
 
     def extension_names(self) -> list[str]:
         return self.page.evaluate("() => window.app.extensions.map((e) => e.name)")
@@ -126,7 +136,29 @@ class BrowserApp:
     def screenshot(self, path: Path) -> None:
         self.page.screenshot(path=str(path))
 
-    def screenshot_graph(self, path: Path, margin: int = 40) -> None:
+    def command(self, name: str) -> None:
+        """Run a frontend command (e.g. Comfy.DuplicateWorkflow) as its menu entry does."""
+        self.page.evaluate("(name) => window.app.extensionManager.command.execute(name)", name)
+        self.page.wait_for_timeout(300)
+
+    def reload(self) -> None:
+        """Reload the page, as the browser's reload button does, and wait for the app."""
+        self.page.reload(wait_until="load")
+        self.page.wait_for_function(READY, timeout=READY_MS)
+        self.close_dialogs()
+
+    def overlaps(self, margin: float = 1.0) -> list[tuple[str, str]]:
+        """Pairs of nodes whose boxes overlap by more than ``margin`` in both directions."""
+        boxes = self.page.evaluate(NODE_BOXES)
+        return [
+            (a[0], b[0])
+            for i, a in enumerate(boxes)
+            for b in boxes[i + 1 :]
+            if min(a[1] + a[3], b[1] + b[3]) - max(a[1], b[1]) > margin
+            and min(a[2] + a[4], b[2] + b[4]) - max(a[2], b[2]) > margin
+        ]
+
+    def screenshot_graph(self, path: Path, margin: int = 40, **options: Any) -> None:
         """Only the part of the page the graph covers, plus ``margin`` pixels, within the viewport."""
         box, view = self.page.evaluate(BOUNDS), self.page.viewport_size
         x, y = max(0, box["x"] - margin), max(0, box["y"] - margin)
@@ -136,7 +168,7 @@ class BrowserApp:
             "width": min(view["width"], box["x"] + box["width"] + margin) - x,
             "height": min(view["height"], box["y"] + box["height"] + margin) - y,
         }
-        self.page.screenshot(path=str(path), clip=clip)
+        self.page.screenshot(path=str(path), clip=clip, **options)
 
 
 def node_types(graph: dict[str, Any]) -> set[str]:
@@ -164,7 +196,9 @@ def _record(messages: list[Message], msg: Any) -> None:
 
 
 @contextlib.contextmanager
-def open_app(url: str, profile: Path, settings: dict[str, Any] | None = None) -> Iterator[BrowserApp]:
+def open_app(
+    url: str, profile: Path, settings: dict[str, Any] | None = None, renderer: str = "litegraph"
+) -> Iterator[BrowserApp]:
     """Open ``url`` (a ComfyUI server) in headless Chromium with a fresh ``profile`` and wait for the app.
 
     Requests to any other origin (the frontend asks api.comfy.org for releases) are aborted, so the
@@ -180,7 +214,7 @@ def open_app(url: str, profile: Path, settings: dict[str, Any] | None = None) ->
         try:
             context.route(lambda u: not u.startswith(url), lambda route: route.abort())
             page = context.pages[0] if context.pages else context.new_page()
-            app = BrowserApp(page)
+            app = BrowserApp(page, renderer=renderer)
             page.on("console", lambda msg: _record(app.messages, msg))
             page.on("pageerror", lambda err: app.messages.append(Message("pageerror", f"{err}\n{err.stack}")))
             page.goto(url, wait_until="load")
