@@ -41,6 +41,7 @@ SHRINK = {
     "EmptyLatentImage": {"width": SIZE, "height": SIZE, "batch_size": 1},
     "EmptySD3LatentImage": {"width": SIZE, "height": SIZE, "batch_size": 1},
     "EPD_Sigmas": {"steps": 3},
+    "EPD_ScalewiseSchedule": {"width": SIZE, "height": SIZE},  # the latent's final size: 8 -> scales 4, 5, 6, 8
     "KSampler": {"steps": 3},
     "RepeatLatentBatch": {"amount": 2},  # EPD Fit Start: 2 reference latents, the least it takes
     "EPD_Distill": {"width": SIZE, "height": SIZE, "batch": 1, "steps": 2, "teacher_substeps": 2, "iterations": 2},

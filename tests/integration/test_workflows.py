@@ -94,6 +94,7 @@ def test_the_expected_workflows_ship() -> None:
         "epd_sd15_distill.json",
         "epd_sd15_rl_tune.json",
         "epd_sd15_skip_middle.json",
+        "epd_sd15_scalewise.json",
     }
     assert [p.name for p in TEST_ONLY] == ["epd_toy_cpu.json"]
 
