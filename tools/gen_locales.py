@@ -1,12 +1,15 @@
-"""Write locales/en/main.json (nodeDefs) and one help page per node in web/docs/, from the node schemas.
+"""Write locales/en/main.json (nodeDefs) and a help page per node in web/docs/, from the node schemas.
 
 Loads the pack into a real ComfyUI exactly as tools/gen_node_docs.py does, then writes:
 
 - ``locales/en/main.json``: ``nodeDefs`` with each node's display name, description, input names and
   tooltips and output names and tooltips. ComfyUI's ``/i18n`` route merges every pack's
   ``locales/<lang>/main.json`` (app/custom_node_manager.py), and the frontend shows these texts.
-- ``web/docs/<node id>.md``: the help page the frontend's node library opens for a custom node. It fetches
-  ``/extensions/<pack>/docs/<node id>.md``, which ComfyUI serves from the pack's WEB_DIRECTORY (``web/``).
+- ``web/docs/<node id>/en.md`` and ``web/docs/<node id>.md``, the same text: the help page the frontend's
+  node library opens for a custom node. ComfyUI serves the pack's WEB_DIRECTORY (``web/``) at
+  ``/extensions/<pack>/``; frontend 1.41 first asks ``docs/<node id>/<locale>.md``, then ``docs/<node id>.md``
+  (NodeHelpService.fetchCustomNodeHelp). The first serves English users without a 404, the second every
+  other locale.
 
     COMFYUI_PATH=/path/to/ComfyUI python tools/gen_locales.py          # rewrite both
     COMFYUI_PATH=/path/to/ComfyUI python tools/gen_locales.py --check  # exit 1 if either is stale
@@ -60,6 +63,7 @@ def render(infos: list[dict[str, Any]]) -> dict[Path, str]:
     files = {LOCALE: json.dumps(locale, indent=2, ensure_ascii=False) + "\n"}
     for info in infos:
         page = node_section(info).replace("## ", "# ", 1).rstrip() + "\n\n" + HELP_FOOTER
+        files[HELP_DIR / info["name"] / "en.md"] = page
         files[HELP_DIR / f"{info['name']}.md"] = page
     return files
 
@@ -68,7 +72,7 @@ def stale(files: dict[Path, str]) -> list[str]:
     """Generated files that differ from what is on disk, and help pages of nodes that no longer exist."""
     out = [str(p.relative_to(ROOT)) for p, text in files.items() if not p.is_file() or p.read_text("utf-8") != text]
     if HELP_DIR.is_dir():
-        out += [str(p.relative_to(ROOT)) for p in sorted(HELP_DIR.glob("*.md")) if p not in files]
+        out += [str(p.relative_to(ROOT)) for p in sorted(HELP_DIR.rglob("*.md")) if p not in files]
     return out
 
 
@@ -89,7 +93,8 @@ def main(argv: list[str] | None = None) -> int:
     for path, text in files.items():
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_text(text, encoding="utf-8")
-    sys.stdout.write(f"wrote {LOCALE.relative_to(ROOT)} and {len(files) - 1} help pages in web/docs/\n")
+    pages = (len(files) - 1) // 2
+    sys.stdout.write(f"wrote {LOCALE.relative_to(ROOT)} and {pages} help pages in web/docs/ (<id>/en.md and <id>.md)\n")
     return 0
 
 

@@ -5,6 +5,7 @@ Debian's Chromium (/usr/bin/chromium, driven by Playwright with ``executable_pat
 downloaded), once with the LiteGraph canvas and once with the Vue node renderer ("Modern Node Design").
 Under each:
 
+- every EPD node's help page is where the frontend asks first (``docs/<node id>/en.md``: no 404);
 - every workflows/*.json loads with ``app.loadGraphData``, as opening the file does, with no missing-node
   dialog, no unregistered node type, no console error or warning or page error from the pack's files, and no
   two nodes overlapping (LiteGraph's bounding boxes, or the node elements' boxes under Vue);
@@ -113,6 +114,25 @@ def test_the_pack_extensions_register(app: BrowserApp) -> None:
     vue = app.page.evaluate("(id) => window.app.extensionManager.setting.get(id)", VUE_NODES)
     assert vue is RENDERERS[app.renderer]
     assert not pack_messages(app)
+
+
+# The help page URL the frontend 1.41 asks first for each EPD node (NodeHelpService.fetchCustomNodeHelp:
+# /extensions/<pack folder>/docs/<node id>/<locale>.md), and its status.
+HELP = """async () => {
+  const out = {};
+  for (const [type, cls] of Object.entries(LiteGraph.registered_node_types)) {
+    if (!type.startsWith("EPD_")) continue;
+    const pack = cls.nodeData.python_module.split(".")[1];
+    out[type] = (await fetch(`/extensions/${pack}/docs/${type}/en.md`)).status;
+  }
+  return out;
+}"""
+
+
+def test_every_node_has_the_help_page_the_frontend_asks_first(app: BrowserApp) -> None:
+    status = app.page.evaluate(HELP)
+    assert len(status) >= 20, status
+    assert {t: s for t, s in status.items() if s != 200} == {}
 
 
 @pytest.mark.parametrize("workflow", WORKFLOWS, ids=lambda p: p.stem)

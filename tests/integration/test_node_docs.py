@@ -1,5 +1,6 @@
 """The generated docs match the node schemas: docs/nodes.md (tools/gen_node_docs.py), and
-locales/en/main.json with the web/docs/ help pages (tools/gen_locales.py), each run with --check."""
+locales/en/main.json with the web/docs/ help pages (<id>/en.md and <id>.md; tools/gen_locales.py),
+each run with --check."""
 
 from __future__ import annotations
 
