@@ -13,8 +13,9 @@ Under each:
   workflow tab opened meanwhile (same node ids and types) gets none of it, the curve is complete when its tab
   comes back, and an immediate reload keeps it; after Cancel the chart shows and keeps the final curve.
 
-Screenshots go to pytest's tmp folder, or to ``EPD_SCREENSHOTS`` when set; that folder also gets the README's
-pictures (``quick_start.jpg``, ``training_chart.jpg``, from the LiteGraph run). Skips without COMFYUI_PATH,
+Screenshots go to pytest's tmp folder. With ``EPD_SCREENSHOTS=docs/images`` the LiteGraph run also refreshes the
+README's pictures there (``quick_start.jpg``, the fitted SD1.5 example; ``training_chart.jpg``, the chart after
+the toy run). Skips without COMFYUI_PATH,
 playwright or /usr/bin/chromium; the training checks also need scikit-learn (the toy model).
 """
 
@@ -38,6 +39,7 @@ RENDERERS = {"litegraph": False, "vue": True}
 # The frontend writes the draft that a reload restores 512 ms after the change tracker reports a change
 # (a debounce in frontend 1.41, for every edit); a reload sooner loses any edit, the user's own too.
 DRAFT_MS = 700
+README_WIDTH = 1100  # px, the README pictures' largest side
 
 pytestmark = pytest.mark.skipif(not chromium_available(), reason="needs /usr/bin/chromium (apt-get install chromium)")
 
@@ -75,6 +77,16 @@ CHART = """(id) => {
   };
 }"""
 
+# Zoom 1.4 on the bottom of node `id` (its chart), for the README picture.
+CLOSE_UP = """(id) => {
+  const c = window.app.canvas;
+  const n = window.app.graph.getNodeById(id);
+  const rect = c.canvas.getBoundingClientRect();
+  c.ds.scale = 1.4;
+  c.ds.offset = [rect.width / 2 / 1.4 - (n.pos[0] + n.size[0] / 2), rect.height / 2 / 1.4 - (n.pos[1] + n.size[1] - 120)];
+  c.setDirty(true, true);
+}"""
+
 
 @pytest.fixture(scope="module")
 def server(comfyui: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
@@ -93,11 +105,25 @@ def app(request: pytest.FixtureRequest, server: Server) -> Iterator[BrowserApp]:
 
 @pytest.fixture(scope="module")
 def shots(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    folder = os.environ.get("EPD_SCREENSHOTS")
-    if folder:
-        Path(folder).mkdir(parents=True, exist_ok=True)
-        return Path(folder)
     return tmp_path_factory.mktemp("screens")
+
+
+def readme_picture(app: BrowserApp, name: str, shots: Path, selector: str | None = None) -> None:
+    """With EPD_SCREENSHOTS set, from the LiteGraph run: the graph (or ``selector``'s element) as a JPEG there."""
+    folder = os.environ.get("EPD_SCREENSHOTS")
+    if not folder or app.renderer != "litegraph":
+        return
+    from PIL import Image
+
+    png = shots / f"readme_{name}.png"
+    if selector:
+        app.page.locator(selector).first.screenshot(path=str(png))
+    else:
+        app.screenshot_graph(png)
+    image = Image.open(png).convert("RGB")
+    image.thumbnail((README_WIDTH, README_WIDTH))
+    Path(folder).mkdir(parents=True, exist_ok=True)
+    image.save(Path(folder) / f"{name}.jpg", "JPEG", quality=82, optimize=True)
 
 
 def pack_messages(app: BrowserApp, since: int = 0) -> list[str]:
@@ -144,9 +170,9 @@ def test_workflow_loads_cleanly_and_nothing_overlaps(app: BrowserApp, workflow: 
     app.page.wait_for_timeout(300)  # the Vue renderer lays nodes out after the load
     overlaps = app.overlaps()
     app.screenshot(shots / f"{app.renderer}_{workflow.stem}.png")
-    if app.renderer == "litegraph" and workflow.stem == "epd_sd15_txt2img" and os.environ.get("EPD_SCREENSHOTS"):
+    if workflow.stem == "epd_sd15_txt2img":
         app.fit_view()
-        app.screenshot_graph(shots / "quick_start.jpg", quality=80)
+        readme_picture(app, "quick_start", shots)
     assert result["count"] > 0
     assert result["missing"] == [], f"{workflow.name}: unregistered node types {result['missing']}"
     assert dialogs == [], f"{workflow.name}: a dialog opened on load: {dialogs}"
@@ -191,11 +217,11 @@ def test_chart_stays_with_its_workflow_and_survives_reload(app: BrowserApp, shot
     assert final["drawn"]
     assert "train loss" in final["legend"] and "best validation error" in final["legend"], final
     assert final["titles"] == [f"iteration {iterations} / {iterations}", "train loss", "validation error"], final
-    if app.renderer == "litegraph" and os.environ.get("EPD_SCREENSHOTS"):
-        app.page.evaluate(f"() => window.app.canvas.selectNodes([window.app.graph.getNodeById({node})])")
-        app.command("Comfy.Canvas.FitView")
-        app.page.wait_for_timeout(800)
-        app.page.locator(".epd-train-chart").first.screenshot(path=str(shots / "training_chart.jpg"), quality=85)
+    app.screenshot(shots / f"{app.renderer}_training_chart.png")
+    if os.environ.get("EPD_SCREENSHOTS"):
+        app.page.evaluate(CLOSE_UP, node)
+        app.page.wait_for_timeout(600)  # the zoom watcher redraws the chart
+    readme_picture(app, "training_chart", shots, ".epd-train-chart:visible")
     app.page.wait_for_timeout(DRAFT_MS)
     app.reload()  # no click in between: the chart itself told the change tracker
     after = chart(app, node)
