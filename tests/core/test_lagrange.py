@@ -8,8 +8,8 @@ import pytest
 import torch
 
 from epd_core.digits import ExactModel
-from epd_core.lagrange import lam_of, nfe_per_run, sample_lagrange
-from epd_core.mixture import gaussian
+from epd_core.lagrange import extrapolate, lam_of, make_interval, nfe_per_run, sample_lagrange
+from epd_core.mixture import gaussian, two_blobs
 
 B, D = 3, 4
 
@@ -103,6 +103,38 @@ def test_observed_order_when_halving(order: int, refinements: int, warm_start: b
     # global order min(R + 1, K + 1 (+1 for even K)); measured here by halving 16 -> 32 intervals.
     e16, e32 = (gaussian_error(n, order, refinements, warm_start) for n in (16, 32))
     assert math.log2(e16 / e32) > expected - 0.5, (e16, e32)
+
+
+def test_warm_prediction_is_the_damped_chord() -> None:
+    # D = 0.3 + 0.5 lambda v is linear in lambda, so the previous interval's chord is exact; the
+    # prediction damps it by theta = max(0.7, 1 / (1 + h)): at the new right node lambda_b - lambda_a = h,
+    # so D_last + theta * 0.5 h v; at the shared left node it is D_last.
+    # h = log 4 = 1.386 gives theta = 0.7 (1 / 2.386 = 0.42); h = log 1.25 = 0.223 gives 1 / 1.223 = 0.818.
+    v = torch.linspace(-1.0, 1.0, D, dtype=torch.float64)
+    for sigma_b, theta in ((0.5, 0.7), (1.6, 1.0 / (1.0 + math.log(1.25)))):
+        prev, iv = make_interval(10.0, 2.0, 2, "chebyshev", "ve"), make_interval(2.0, sigma_b, 2, "chebyshev", "ve")
+        values = [(0.3 + 0.5 * float(lam)) * v for lam in prev.nodes]
+        predicted = extrapolate(prev, values, iv)
+        h = math.log(2.0 / sigma_b)
+        torch.testing.assert_close(predicted[0], values[-1], rtol=0, atol=1e-14)
+        torch.testing.assert_close(predicted[-1], values[-1] + theta * 0.5 * h * v, rtol=1e-13, atol=1e-13)
+
+
+@pytest.mark.parametrize("order", [2, 3])
+def test_warm_start_is_stable_at_few_intervals(order: int) -> None:
+    # Regression: extrapolating the degree-K polynomial a whole interval ahead diverged at few
+    # intervals. Two narrow blobs, these 3 samples, 8 and 16 rounds: the old warm K2 R1 had 0.50 and
+    # 0.027, K3 R1 1.8 and 0.034, against 0.073 and 0.026 for cold K1 R1. With the damped chord, warm
+    # K R1 (N + 1 rounds on N intervals) is no worse than cold K1 R1 (2 per interval) at equal rounds:
+    # measured 0.052 and 0.00056 (K2), 0.051 and 0.00061 (K3). The reference is 3e-9 from K4 R5 on 128.
+    mixture, x = two_blobs(), start(scale=80.0)
+    grid = lambda n: log_grid(n, 80.0, 0.002)  # noqa: E731
+    ref = sample_lagrange(ExactModel(mixture), x, grid(64), order=4, refinements=4)
+    for rounds in (8, 16):
+        cold = sample_lagrange(ExactModel(mixture), x, grid(rounds // 2), order=1, refinements=1)
+        warm = sample_lagrange(ExactModel(mixture), x, grid(rounds - 1), order=order, refinements=1, warm_start=True)
+        cold_err, warm_err = ((out - ref).norm(dim=1).mean() for out in (cold, warm))
+        assert warm_err <= cold_err, (rounds, float(warm_err), float(cold_err))
 
 
 class CountingModel:
