@@ -11,7 +11,9 @@ Under each:
   two nodes overlapping (LiteGraph's bounding boxes, or the node elements' boxes under Vue);
 - EPD Distill trains on the toy model from a queued prompt; the chart fills on its own node, a duplicated
   workflow tab opened meanwhile (same node ids and types) gets none of it, the curve is complete when its tab
-  comes back, and an immediate reload keeps it; after Cancel the chart shows and keeps the final curve.
+  comes back, and an immediate reload keeps it; after Cancel the chart shows and keeps the final curve;
+- EPD RL Tune trains too (tiny TAESD, contrast reward) and its chart names policy loss and mean reward;
+- a table that "Copy into widget" wrote into EPD Table survives a reload.
 
 Screenshots go to pytest's tmp folder. With ``EPD_SCREENSHOTS=docs/images`` the LiteGraph run also refreshes the
 README's pictures there (``quick_start.jpg``, the fitted SD1.5 example; ``training_chart.jpg``, the chart after
@@ -28,6 +30,7 @@ from typing import Any
 
 import pytest
 from comfy_server import Server, running_server
+from test_training_server import VAE_FILE, write_tiny_taesd
 
 pytest.importorskip("playwright.sync_api")
 from comfy_browser import PICTURE_SETTINGS, VUE_NODES, BrowserApp, chromium_available, open_app
@@ -43,25 +46,38 @@ README_WIDTH = 1100  # px, the README pictures' largest side
 
 pytestmark = pytest.mark.skipif(not chromium_available(), reason="needs /usr/bin/chromium (apt-get install chromium)")
 
-# A toy-model EPD Distill (32 px, 3 steps, K = 2) saving its table; returns the Distill node's id.
-BUILD_DISTILL = """async ([iterations]) => {
-  const g = window.app.graph;
-  const add = (type, pos, values = {}) => {
+# Adds nodes [[type, [x, y], {widget: value}]] and links [[from, output slot, to, input name]] to the graph on
+# screen, as a user would; returns the new nodes' ids.
+BUILD = """async ([nodes, links]) => {
+  const made = nodes.map(([type, pos, values]) => {
     const n = LiteGraph.createNode(type);
     n.pos = pos;
-    g.add(n);
+    window.app.graph.add(n);
     for (const [k, v] of Object.entries(values)) n.widgets.find((w) => w.name === k).value = v;
     return n;
-  };
-  const model = add("EPDTest_ToyModel", [0, 0], { kind: "edm" });
-  const pos = add("EPDTest_ClassConditioning", [0, 160], { label: 3 });
-  const neg = add("EPDTest_ClassConditioning", [0, 320], { label: -1 });
-  const d = add("EPD_Distill", [360, 0], { cfg: 2, width: 32, height: 32, batch: 2, steps: 3, num_points: 2,
-    teacher_substeps: 2, iterations, form: "direction", learn_sigmas: false });
-  const save = add("EPD_SaveTable", [820, 0], { name: "browser_distill", overwrite: true });
-  model.connect(0, d, 0); pos.connect(0, d, 1); neg.connect(0, d, 2); d.connect(0, save, 0);
-  return d.id;
+  });
+  for (const [a, slot, b, input] of links) made[a].connect(slot, made[b], made[b].findInputSlot(input));
+  return made.map((n) => n.id);
 }"""
+TOY = [
+    ["EPDTest_ToyModel", [0, 0], {"kind": "edm"}],
+    ["EPDTest_ClassConditioning", [0, 160], {"label": 3}],
+    ["EPDTest_ClassConditioning", [0, 320], {"label": -1}],
+]
+TOY_LINKS = [[0, 0, 3, "model"], [1, 0, 3, "positive"], [2, 0, 3, "negative"]]
+# Toy EPD Distill (32 px, 3 steps, K = 2) saving its table: the training node is nodes[3].
+DISTILL = {"cfg": 2, "width": 32, "height": 32, "batch": 2, "steps": 3, "num_points": 2, "teacher_substeps": 2,
+           "form": "direction", "learn_sigmas": False}  # fmt: skip
+# Toy EPD RL Tune (tiny TAESD, contrast reward, default start table on a 2-step grid): nodes[3] again.
+RL = {"cfg": 2, "width": 32, "height": 32, "prompts_per_step": 1, "group_size": 2, "eval_every": 1,
+      "eval_per_prompt": 1, "policy_file": "browser_policy", "overwrite_policy": True}  # fmt: skip
+RL_NODES = [
+    ["VAELoader", [0, 480], {"vae_name": VAE_FILE}],
+    ["EPD_WeightFreeReward", [0, 600], {"kind": "contrast"}],
+    ["EPD_Sigmas", [0, 720], {"steps": 2, "schedule": "polynomial"}],
+    ["EPD_DefaultTable", [0, 880], {"form": "data"}],
+]
+RL_LINKS = [[4, 0, 3, "vae"], [5, 0, 3, "reward"], [0, 0, 6, "model"], [6, 0, 7, "sigmas"], [7, 0, 3, "table"]]
 # What the chart of node `id` in the graph on screen shows and keeps.
 CHART = """(id) => {
   const n = window.app.graph.getNodeById(id);
@@ -91,6 +107,7 @@ CLOSE_UP = """(id) => {
 @pytest.fixture(scope="module")
 def server(comfyui: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
     base = tmp_path_factory.mktemp("comfy_browser")
+    write_tiny_taesd(base / "models" / "vae" / VAE_FILE)  # EPD RL Tune decodes its rollouts
     packs = {"ComfyUI-EPD": ROOT, "epd_testing_nodes": ROOT / "testing_nodes"}
     with running_server(comfyui, base, packs, "/object_info/EPD_Sampler", {}) as srv:
         yield srv
@@ -184,11 +201,16 @@ def chart(app: BrowserApp, node: int) -> dict[str, Any]:
     return app.page.evaluate(CHART, node)
 
 
-def start_distill(app: BrowserApp, iterations: int) -> int:
-    """A new workflow tab with the toy EPD Distill, queued from the page; waits for the first chart rows."""
+def start_training(app: BrowserApp, node_type: str, iterations: int) -> int:
+    """A new workflow tab with a toy EPD Distill or EPD RL Tune, queued from the page; waits for chart rows."""
     pytest.importorskip("sklearn", reason="the toy model fits a mixture to sklearn's digits")
     app.command("Comfy.NewBlankWorkflow")
-    node = app.page.evaluate(BUILD_DISTILL, [iterations])
+    values = {**(DISTILL if node_type == "EPD_Distill" else RL), "iterations": iterations}
+    nodes = [*TOY, [node_type, [360, 0], values], ["EPD_SaveTable", [820, 0], {"name": "browser", "overwrite": True}]]
+    links = [*TOY_LINKS, [3, 0, 4, "table"]]
+    if node_type == "EPD_RLTune":
+        nodes, links = [*nodes[:4], *RL_NODES, nodes[4]], [*TOY_LINKS, *RL_LINKS, [3, 0, 8, "table"]]
+    node = app.page.evaluate(BUILD, [nodes, links])[3]
     app.page.evaluate("() => window.app.queuePrompt(0)")
     app.page.wait_for_function(f"() => ({CHART})({node}).saved >= 2", timeout=90_000)
     return node
@@ -202,7 +224,7 @@ def wait_done(app: BrowserApp, node: int) -> dict[str, Any]:
 def test_chart_stays_with_its_workflow_and_survives_reload(app: BrowserApp, shots: Path) -> None:
     seen = len(app.messages)
     iterations = 30
-    node = start_distill(app, iterations)
+    node = start_training(app, "EPD_Distill", iterations)
     own = chart(app, node)
     app.command("Comfy.DuplicateWorkflow")  # same node ids and types, another workflow
     copy = chart(app, node)
@@ -233,7 +255,7 @@ def test_chart_stays_with_its_workflow_and_survives_reload(app: BrowserApp, shot
 
 def test_cancel_keeps_the_final_curve(app: BrowserApp) -> None:
     seen = len(app.messages)
-    node = start_distill(app, 400)
+    node = start_training(app, "EPD_Distill", 400)
     app.page.wait_for_function(f"() => ({CHART})({node}).saved >= 3", timeout=90_000)
     app.command("Comfy.Interrupt")
     final = wait_done(app, node)
@@ -243,6 +265,54 @@ def test_cancel_keeps_the_final_curve(app: BrowserApp) -> None:
     app.reload()
     after = chart(app, node)
     assert (after["saved"], after["done"]) == (final["saved"], True), after
+    assert not pack_messages(app, seen), pack_messages(app, seen)
+
+
+def test_rl_tune_chart_names_its_lines(app: BrowserApp) -> None:
+    seen = len(app.messages)
+    node = start_training(app, "EPD_RLTune", 3)
+    final = wait_done(app, node)
+    assert final["saved"] == 3 and final["drawn"], final
+    assert "policy loss" in final["legend"] and "mean reward" in final["legend"], final
+    assert final["titles"] == ["iteration 3 / 3", "policy loss", "reward"], final
+    assert not pack_messages(app, seen), pack_messages(app, seen)
+
+
+# The EPD Table node's button and its table_json widget.
+TABLE_WIDGET = """() => {
+  const n = window.app.graph.nodes.find((n) => n.type === "EPD_Table");
+  const w = n.widgets.find((w) => w.name === "epd_table_summary");
+  return { json: n.widgets.find((w) => w.name === "table_json").value, line: w.element.textContent };
+}"""
+
+# The EPD Table node's "Copy into widget" button (its panel is the node's epd_table_summary widget).
+COPY_BUTTON = """() => {
+  const n = window.app.graph.nodes.find((n) => n.type === "EPD_Table");
+  return n?.widgets.find((w) => w.name === "epd_table_summary")?.element.querySelector("button");
+}"""
+
+SET_STEPS = """(steps) => {
+  window.app.graph.nodes.find((n) => n.type === "EPD_Sigmas").widgets.find((w) => w.name === "steps").value = steps;
+}"""
+
+
+def test_a_table_copied_into_the_widget_survives_reload(app: BrowserApp) -> None:
+    pytest.importorskip("sklearn", reason="the toy model fits a mixture to sklearn's digits")
+    seen = len(app.messages)
+    app.load(ROOT / "tests" / "integration" / "workflows" / "epd_toy_cpu.json")
+    assert app.page.evaluate(TABLE_WIDGET)["json"] == ""
+    steps = 4 + list(RENDERERS).index(app.renderer)  # a new grid per run: a cached EPD Table sends no result
+    app.page.evaluate(SET_STEPS, steps)
+    app.page.evaluate("() => window.app.queuePrompt(0)")
+    app.page.wait_for_function(f"() => ({COPY_BUTTON})()?.disabled === false", timeout=90_000)
+    app.page.evaluate(f"() => ({COPY_BUTTON})().click()")  # the node may lie outside the view: click() all the same
+    copied = app.page.evaluate(TABLE_WIDGET)
+    assert '"format": "epd-table"' in copied["json"] or '"format":"epd-table"' in copied["json"], copied
+    app.page.wait_for_timeout(DRAFT_MS)
+    app.reload()  # no click in between: Copy into widget told the change tracker
+    after = app.page.evaluate(TABLE_WIDGET)
+    assert after["json"] == copied["json"]
+    assert after["line"].startswith("in widget: "), after
     assert not pack_messages(app, seen), pack_messages(app, seen)
 
 
