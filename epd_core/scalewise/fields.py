@@ -41,15 +41,28 @@ class PowerLawField(NamedTuple):
         s2 = sigma.to(torch.float64).reshape(-1, 1, 1, 1) ** 2
         return filtered(x.double(), spec / (spec + s2)).to(x.dtype)
 
-    def denoise_flow(self, x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
-        """E[x0 | x] for x = (1 - t) x0 + t n; at t = 1 the mean, 0."""
+    def posterior_sample(self, x: torch.Tensor, sigma: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
+        """A draw of x0 | x for x = x0 + sigma n: the Wiener mean plus noise of variance S sigma^2 / (S + sigma^2).
+
+        An ideal one-step generator (what a distilled student approximates), not a posterior mean.
+        """
+        spec = self.spectrum(*x.shape[-2:]).to(x.device)
+        s2 = sigma.to(torch.float64).reshape(-1, 1, 1, 1) ** 2
+        white = torch.randn(x.shape, generator=generator, dtype=torch.float64).to(x.device)
+        return (self.denoise(x, sigma).double() + filtered(white, (spec * s2 / (spec + s2)).sqrt())).to(x.dtype)
+
+    def denoise_flow(self, x: torch.Tensor, t: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
+        """E[x0 | x] for x = (1 - t) x0 + t n (at t = 1 the mean, 0); a posterior draw when a generator is given."""
         t = t.to(torch.float64).reshape(-1)
         keep = t < 1
         out = torch.zeros_like(x)
+        if generator is not None and not bool(keep.all()):
+            out[~keep] = self.sample(int((~keep).sum()), x.shape[1], *x.shape[-2:], generator).to(x)
         if bool(keep.any()):
             tk = t[keep]
             y = x[keep] / (1 - tk).reshape(-1, 1, 1, 1).to(x.dtype)
-            out[keep] = self.denoise(y, tk / (1 - tk))
+            s = tk / (1 - tk)
+            out[keep] = self.denoise(y, s) if generator is None else self.posterior_sample(y, s, generator)
         return out
 
 

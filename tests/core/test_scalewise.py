@@ -193,6 +193,14 @@ def test_field_denoiser_and_spectrum():
     xt = 0.4 * x0 + 0.6 * n
     assert_close(field.denoise_flow(xt, t), field.denoise(xt / 0.4, t / 0.4), atol=1e-12, rtol=0)
     assert torch.equal(field.denoise_flow(xt, torch.ones(512, dtype=F64)), torch.zeros_like(xt))
+    # a posterior draw at tiny sigma is the data itself; at t = 1 (flow) an exact prior draw
+    tiny = field.posterior_sample(x0, torch.full((512,), 1e-9, dtype=F64), gen)
+    assert_close(tiny, x0, atol=1e-6, rtol=0)
+    prior = field.denoise_flow(torch.randn(x0.shape, generator=gen, dtype=F64), torch.ones(512, dtype=F64), gen)
+    assert spectrum_error(prior, field) < 0.03
+    # from a real noisy draw, posterior draws are distributed like the data again
+    noisy = x0 + 3.0 * torch.randn(x0.shape, generator=gen, dtype=F64)
+    assert spectrum_error(field.posterior_sample(noisy, torch.full((512,), 3.0, dtype=F64), gen), field) < 0.03
     # a field at 16 x 16 is the ideal low-pass subsample of one at 32 x 32: the same power per frequency
     # (S = h * w * s(nu), so the orthonormal coefficients of the 16 x 16 field carry 1/4 of the power)
     small = field.sample(512, 1, 16, 16, gen)
