@@ -197,6 +197,34 @@ def test_workflow_loads_cleanly_and_nothing_overlaps(app: BrowserApp, workflow: 
     assert not pack_messages(app, seen), pack_messages(app, seen)
 
 
+# The chart of the first EPD Distill on screen: text size on screen, the SVG's viewBox against its element's size.
+CHART_TEXT = """() => {
+  const n = window.app.graph.nodes.find((n) => n.type === "EPD_Distill");
+  const svg = n.widgets.find((w) => w.name === "epd_train_chart").element.querySelector("svg");
+  const [, , vw, vh] = svg.getAttribute("viewBox").split(" ").map(Number);
+  const font = parseFloat(getComputedStyle(svg.querySelector("text")).fontSize);
+  return { screenPx: font * window.app.canvas.ds.scale, vw, vh, w: svg.clientWidth, h: svg.clientHeight, node: [...n.size] };
+}"""
+WIDEN = """() => {
+  const n = window.app.graph.nodes.find((n) => n.type === "EPD_Distill");
+  n.setSize([n.size[0] + 300, n.size[1]]);
+  window.app.canvas.setDirty(true, true);
+}"""
+
+
+def test_chart_text_is_readable_at_the_examples_zoom_and_never_stretched(app: BrowserApp) -> None:
+    app.load(ROOT / "workflows" / "epd_sd15_distill.json")  # opens at zoom 0.6
+    app.page.wait_for_timeout(800)
+    before = app.page.evaluate(CHART_TEXT)
+    assert before["screenPx"] >= 8.9, before  # 6 px before the fix
+    assert (before["vw"], before["vh"]) == (before["w"], before["h"]), before  # one SVG unit per CSS pixel
+    app.page.evaluate(WIDEN)
+    app.page.wait_for_timeout(800)
+    wide = app.page.evaluate(CHART_TEXT)
+    assert wide["w"] > before["w"] + 200 and (wide["vw"], wide["vh"]) == (wide["w"], wide["h"]), wide
+    assert wide["screenPx"] == before["screenPx"]
+
+
 def chart(app: BrowserApp, node: int) -> dict[str, Any]:
     return app.page.evaluate(CHART, node)
 
@@ -225,6 +253,7 @@ def test_chart_stays_with_its_workflow_and_survives_reload(app: BrowserApp, shot
     seen = len(app.messages)
     iterations = 30
     node = start_training(app, "EPD_Distill", iterations)
+    height = app.page.evaluate(f"() => window.app.graph.getNodeById({node}).size[1]")
     own = chart(app, node)
     app.command("Comfy.DuplicateWorkflow")  # same node ids and types, another workflow
     copy = chart(app, node)
@@ -236,6 +265,7 @@ def test_chart_stays_with_its_workflow_and_survives_reload(app: BrowserApp, shot
     assert chart(app, node)["workflow"] == own["workflow"]
     final = wait_done(app, node)
     assert final["saved"] == iterations, final  # no row lost while its tab was away
+    assert app.page.evaluate(f"() => window.app.graph.getNodeById({node}).size[1]") == height  # fixed height
     assert final["drawn"]
     assert "train loss" in final["legend"] and "best validation error" in final["legend"], final
     assert final["titles"] == [f"iteration {iterations} / {iterations}", "train loss", "validation error"], final
