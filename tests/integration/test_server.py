@@ -37,8 +37,8 @@ def test_object_info_serves_the_nodes(server: Server) -> None:
     info = server.get("/object_info")
     epd = {k: v for k, v in info.items() if k.startswith("EPD_")}
     assert (
-        len(epd) == 21
-        and "EPD_LagrangeSampler" in epd
+        len(epd) == 23
+        and {"EPD_LagrangeSampler", "EPD_ScalewiseSchedule", "EPD_ScalewiseSampler"} <= set(epd)
         and {"EPD_FitStart", "EPD_SampleStart", "EPD_TruncateSigmas", "EPD_SuggestSigmaStar"} <= set(epd)
         and all(v["category"].startswith("sampling/custom_sampling/epd") for v in epd.values())
     )
