@@ -178,6 +178,22 @@ def test_every_node_has_the_help_page_the_frontend_asks_first(app: BrowserApp) -
     assert {t: s for t, s in status.items() if s != 200} == {}
 
 
+# The template browser's list for the pack and each entry's thumbnail status, fetched as frontend 1.41 does
+# (title = the file's name; thumbnail /api/workflow_templates/<pack>/<name>.jpg).
+TEMPLATES = """async () => {
+  const names = (await (await fetch("/api/workflow_templates")).json())["ComfyUI-EPD"];
+  const out = {};
+  for (const name of names) out[name] = (await fetch(`/api/workflow_templates/ComfyUI-EPD/${name}.jpg`)).status;
+  return out;
+}"""
+
+
+def test_every_template_has_its_thumbnail(app: BrowserApp) -> None:
+    status = app.page.evaluate(TEMPLATES)
+    assert sorted(status) == sorted(p.stem for p in WORKFLOWS)
+    assert {name: s for name, s in status.items() if s != 200} == {}
+
+
 @pytest.mark.parametrize("workflow", WORKFLOWS, ids=lambda p: p.stem)
 def test_workflow_loads_cleanly_and_nothing_overlaps(app: BrowserApp, workflow: Path, shots: Path) -> None:
     seen = len(app.messages)
@@ -187,7 +203,7 @@ def test_workflow_loads_cleanly_and_nothing_overlaps(app: BrowserApp, workflow: 
     app.page.wait_for_timeout(300)  # the Vue renderer lays nodes out after the load
     overlaps = app.overlaps()
     app.screenshot(shots / f"{app.renderer}_{workflow.stem}.png")
-    if workflow.stem == "epd_sd15_txt2img":
+    if workflow.stem == "SD1.5 text to image":
         app.fit_view()
         readme_picture(app, "quick_start", shots)
     assert result["count"] > 0
@@ -213,7 +229,7 @@ WIDEN = """() => {
 
 
 def test_chart_text_is_readable_at_the_examples_zoom_and_never_stretched(app: BrowserApp) -> None:
-    app.load(ROOT / "workflows" / "epd_sd15_distill.json")  # opens at zoom 0.6
+    app.load(ROOT / "workflows" / "SD1.5 distill a table then sample.json")  # opens at zoom 0.6
     app.page.wait_for_timeout(800)
     before = app.page.evaluate(CHART_TEXT)
     assert before["screenPx"] >= 8.9, before  # 6 px before the fix

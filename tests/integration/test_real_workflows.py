@@ -257,8 +257,10 @@ def test_distill_trains_through_unetloader_on_the_sd3_dit(
     """EPD Distill (learned sigmas) on the SD3 DiT from UNETLoader, then sampling with its table, in one prompt."""
     from epd_core.table_io import load_table
 
-    sd3 = to_api_prompt(json.loads((ROOT / "workflows" / "epd_sd3_txt2img.json").read_text("utf-8")), object_info)
-    distill = to_api_prompt(json.loads((ROOT / "workflows" / "epd_sd15_distill.json").read_text("utf-8")), object_info)
+    sd3 = to_api_prompt(json.loads((ROOT / "workflows" / "SD3 text to image.json").read_text("utf-8")), object_info)
+    distill = to_api_prompt(
+        json.loads((ROOT / "workflows" / "SD1.5 distill a table then sample.json").read_text("utf-8")), object_info
+    )
     prepare(sd3, object_info, real_model_files[1])
     prepare(distill, object_info, real_model_files[1])
     of = {node["class_type"]: node_id for node_id, node in sd3.items()}

@@ -86,14 +86,14 @@ def check_widget_value(where: str, name: str, spec: list[Any], value: Any) -> No
 def test_the_expected_workflows_ship() -> None:
     names = {p.name for p in EXAMPLES}
     assert names == {
-        "epd_sd15_txt2img.json",
-        "epd_sd15_lagrange.json",
-        "epd_sd3_txt2img.json",
-        "epd_table_roundtrip.json",
-        "epd_import_upstream.json",
-        "epd_sd15_distill.json",
-        "epd_sd15_rl_tune.json",
-        "epd_sd15_skip_middle.json",
+        "SD1.5 text to image.json",
+        "SD1.5 Lagrange sampler.json",
+        "SD3 text to image.json",
+        "Keep a table in a file or the workflow.json",
+        "Import an upstream EPD predictor.json",
+        "SD1.5 distill a table then sample.json",
+        "SD1.5 RL tune a table with a reward.json",
+        "SD1.5 skip the middle.json",
         "epd_sd15_scalewise.json",
     }
     assert [p.name for p in TEST_ONLY] == ["epd_toy_cpu.json"]
