@@ -162,12 +162,39 @@ def get_sigmas_flowmatch(
     return _shift_sd3(s, shift)
 
 
+def get_sigmas_flow_uniform(n: int, shift: float | None = None, mu: float | None = None) -> torch.Tensor:
+    """Flow grid uniform in time: sigma_i = shift(1 - i / n), i = 0 .. n - 1 (the terminal 0 left off).
+
+    With 0 appended this is ComfyUI's "simple" schedule on a shifted flow model: n steps that all
+    cover real noise levels. diffusers' grid (``flowmatch``) instead ends its n points at the
+    model's sigma_min, so with 0 appended its last step [sigma_min, 0] is spent on nothing; at
+    3 steps that cost the per-family benchmark 2x error (bench/fmnist/bench_families.py).
+    Static shift (SD3: ``shift``) or FLUX's dynamic shift (``mu``); neither means no shift.
+    """
+    if isinstance(n, bool) or not isinstance(n, int) or n < 1:
+        raise ValueError(f"n={n!r} must be a whole number >= 1 (the number of steps)")
+    if shift is not None and mu is not None:
+        raise ValueError(
+            f"give either shift ({shift!r}, static SD3 shift) or mu ({mu!r}, FLUX dynamic shift), not both."
+        )
+    t = 1.0 - torch.arange(n, dtype=_F64) / n
+    if mu is not None:
+        out = _shift_exp(t, mu)
+    else:
+        shift = 1.0 if shift is None else shift
+        _check_positive("shift", shift)
+        out = _shift_sd3(t, shift)
+    out[0] = 1.0  # both shifts fix t = 1; pin it so float round-off cannot start a flow grid above 1
+    return out
+
+
 _SCHEDULES: dict[str, Callable[..., torch.Tensor]] = {
     "polynomial": get_sigmas_polynomial,
     "logsnr": get_sigmas_logsnr,
     "time_uniform": get_sigmas_time_uniform,
     "discrete": get_sigmas_discrete,
     "flowmatch": get_sigmas_flowmatch,
+    "flow_uniform": get_sigmas_flow_uniform,
 }
 SCHEDULE_NAMES: tuple[str, ...] = tuple(_SCHEDULES)
 

@@ -20,7 +20,7 @@ Tail = Literal["drop", "stop", "keep"]
 """What to do with a grid's ``[..., sigma_min, 0]`` end (solver.prepare_sigmas)."""
 TableKind = Literal["uniform", "gauss_legendre"]
 """The training-free tables of tables.default_table."""
-ScheduleName = Literal["polynomial", "logsnr", "time_uniform", "discrete", "flowmatch"]
+ScheduleName = Literal["polynomial", "logsnr", "time_uniform", "discrete", "flowmatch", "flow_uniform"]
 """The sigma grids of schedules.get_sigmas."""
 
 KINDS: tuple[Kind, ...] = get_args(Kind)

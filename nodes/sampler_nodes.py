@@ -113,8 +113,9 @@ def sigmas_inputs() -> list[io.Input]:
             "schedule",
             options=list(SCHEDULE_CHOICES),
             default="auto",
-            tooltip="Default grid. auto: discrete for SD1.x/SDXL, flowmatch with the model's shift for SD3/Flux, "
-            "polynomial (EDM, rho 7) otherwise. Ignored when a table is connected.",
+            tooltip="Default grid. auto: discrete for SD1.x/SDXL, flow_uniform (uniform in time, with the model's "
+            "shift, like ComfyUI's simple) for SD3/Flux, polynomial (EDM, rho 7) otherwise. flowmatch is diffusers' "
+            "SD3/Flux grid, whose last step is tiny. Ignored when a table is connected.",
         ),
         io.Boolean.Input(
             "end_at_zero",

@@ -85,11 +85,18 @@ def _model_config_of(model: Any) -> Any:
 # --- sigma grids (EPD Sigmas) -----------------------------------------------------------------
 
 
+FLOW_SCHEDULES = ("flowmatch", "flow_uniform")
+
+
 def auto_schedule(model_sampling: Any) -> str:
-    """The schedule EPD's papers use for this kind of model."""
+    """The default grid per model family.
+
+    Flow models: flow_uniform (uniform in time, shifted: ComfyUI's "simple"), measured on the per-family
+    benchmark; diffusers' flowmatch grid wastes its last step at few steps. Others: the grids of EPD's papers.
+    """
     ms = comfy.model_sampling
     if isinstance(model_sampling, (ms.ModelSamplingFlux, ms.ModelSamplingDiscreteFlow)):
-        return "flowmatch"
+        return "flow_uniform"
     plain_discrete = not isinstance(model_sampling, (ms.ModelSamplingDiscreteEDM, ms.StableCascadeSampling))
     if isinstance(model_sampling, ms.ModelSamplingDiscrete) and plain_discrete:
         return "discrete"
@@ -106,13 +113,13 @@ def _schedule_kwargs(model_sampling: Any, name: str, node: str) -> dict[str, Any
                 f"but this model uses {type(model_sampling).__name__}; choose auto, polynomial or logsnr."
             )
         return {"model_sigmas": model_sampling.sigmas}
-    if name == "flowmatch":
+    if name in FLOW_SCHEDULES:
         if isinstance(model_sampling, ms.ModelSamplingFlux):
             return {"mu": float(model_sampling.shift)}
         if isinstance(model_sampling, ms.ModelSamplingDiscreteFlow):
             return {"shift": float(model_sampling.shift)}
         raise ValueError(
-            f"{node}: schedule 'flowmatch' needs a flow-matching model (SD3, Flux, ...), but this model uses "
+            f"{node}: schedule '{name}' needs a flow-matching model (SD3, Flux, ...), but this model uses "
             f"{type(model_sampling).__name__}; choose auto, polynomial or logsnr."
         )
     return {"sigma_min": float(model_sampling.sigma_min), "sigma_max": float(model_sampling.sigma_max)}
@@ -123,19 +130,21 @@ def schedule_sigmas(model_patcher: Any, schedule: str, steps: int, end_at_zero: 
 
     With ``end_at_zero`` the grid ends as ComfyUI's schedulers do, [..., sigma_min, 0] with the
     model's own sigma_min, which EPD Sampler's tail rule drops: steps=N is N sampler steps on
-    every family. The flow-matching grid is diffusers' N-step grid, whose last sigma already
-    is the final step's start, so the model's sigma_min is appended after it.
+    every family. The flow grids give the N step starts (diffusers' flowmatch: its N-point grid,
+    whose last sigma is the model's own sigma_min; flow_uniform: uniform in time), and the model's
+    sigma_min is appended after them.
     """
     model_sampling = model_patcher.get_model_object("model_sampling")
     name = auto_schedule(model_sampling) if schedule == "auto" else schedule
     kwargs = _schedule_kwargs(model_sampling, name, node)
-    flow_tail = end_at_zero and name == "flowmatch"
+    flow_tail = end_at_zero and name in FLOW_SCHEDULES
     try:
-        grid = (
-            schedules.get_sigmas(name, max(steps, 2), **kwargs)[:steps]
-            if flow_tail
-            else schedules.get_sigmas(name, steps + 1, **kwargs)
-        )
+        if flow_tail and name == "flow_uniform":
+            grid = schedules.get_sigmas(name, steps, **kwargs)
+        elif flow_tail:
+            grid = schedules.get_sigmas(name, max(steps, 2), **kwargs)[:steps]
+        else:
+            grid = schedules.get_sigmas(name, steps + 1, **kwargs)
     except ValueError as err:
         raise ValueError(f"{node}: {err}") from err
     if flow_tail:

@@ -48,14 +48,29 @@ def test_auto_grid_for_discrete_eps_models():
     assert torch.equal(out, expected) and len(out) == 10 and out[-1] == 0
 
 
-def test_auto_grid_for_flow_models_uses_their_shift():
+def test_auto_grid_for_flow_models_is_comfyuis_simple_with_their_shift():
+    """auto = flow_uniform: after EPD Sampler's tail drop it equals ComfyUI's own "simple" schedule."""
+    import comfy.samplers
+
     model = patcher("ModelSamplingDiscreteFlow", "CONST", shift=3.0)
-    sd3 = sigmas(model, steps=6)  # diffusers' 6-step grid, then ComfyUI's [sigma_min, 0] tail
+    ms = model.get_model_object("model_sampling")
+    sd3 = sigmas(model, steps=6)
+    assert float(sd3[-2]) == pytest.approx(float(ms.sigma_min)) and float(sd3[-1]) == 0.0
+    simple = comfy.samplers.calculate_sigmas(ms, "simple", 6)
+    # simple picks from the model's 1000 discrete sigmas, so it matches up to that quantisation
+    assert_close(torch.cat([sd3[:-2], sd3[-1:]]).double(), simple.double(), atol=2e-3, rtol=0)
+    flux = sigmas(patcher("ModelSamplingFlux", "CONST", shift=1.15), steps=6)
+    assert_close(flux[:-2].double(), schedules.get_sigmas_flow_uniform(6, mu=1.15), atol=1e-6, rtol=0)
+    assert float(sd3[0]) == pytest.approx(1.0) and len(flux) == 8
+
+
+def test_flowmatch_is_diffusers_grid_with_the_models_shift():
+    model = patcher("ModelSamplingDiscreteFlow", "CONST", shift=3.0)
+    sd3 = sigmas(model, steps=6, schedule="flowmatch")  # diffusers' 6-step grid, then ComfyUI's [sigma_min, 0] tail
     assert_close(sd3[:-2].double(), schedules.get_sigmas_flowmatch(6, shift=3.0), atol=1e-6, rtol=0)
     assert float(sd3[-2]) == pytest.approx(float(model.get_model_object("model_sampling").sigma_min))
-    flux = sigmas(patcher("ModelSamplingFlux", "CONST", shift=1.15), steps=6, end_at_zero=False)
+    flux = sigmas(patcher("ModelSamplingFlux", "CONST", shift=1.15), steps=6, schedule="flowmatch", end_at_zero=False)
     assert_close(flux.double(), schedules.get_sigmas_flowmatch(7, mu=1.15), atol=1e-6, rtol=0)
-    assert float(sd3[0]) == pytest.approx(1.0) and len(flux) == 7
 
 
 def test_auto_grid_for_continuous_edm_is_polynomial():

@@ -165,7 +165,7 @@ def test_append_zero_and_drop_penultimate() -> None:
 def test_unknown_schedule_lists_valid_names() -> None:
     with pytest.raises(ValueError, match=r"unknown schedule 'karras'.*polynomial.*flowmatch"):
         get_sigmas("karras", 5, sigma_min=0.1, sigma_max=10.0)
-    assert set(SCHEDULE_NAMES) == {"polynomial", "logsnr", "time_uniform", "discrete", "flowmatch"}
+    assert set(SCHEDULE_NAMES) == {"polynomial", "logsnr", "time_uniform", "discrete", "flowmatch", "flow_uniform"}
 
 
 def test_unknown_argument_for_schedule() -> None:
@@ -201,3 +201,17 @@ def test_unknown_argument_for_schedule() -> None:
 def test_bad_arguments_raise(call: Any, pattern: str) -> None:
     with pytest.raises(ValueError, match=pattern):
         call()
+
+
+def test_flow_uniform_is_uniform_in_shifted_time() -> None:
+    from epd_core.schedules import get_sigmas_flow_uniform
+
+    plain = get_sigmas_flow_uniform(4)
+    torch.testing.assert_close(plain, torch.tensor([1.0, 0.75, 0.5, 0.25], dtype=torch.float64), rtol=0, atol=1e-15)
+    sd3 = get_sigmas_flow_uniform(3, shift=3.0)
+    torch.testing.assert_close(sd3, torch.tensor([1.0, 6 / 7, 0.6], dtype=torch.float64), rtol=1e-12, atol=0)
+    assert get_sigmas_flow_uniform(1, mu=1.15).tolist() == [1.0]
+    with pytest.raises(ValueError, match="either shift"):
+        get_sigmas_flow_uniform(3, shift=3.0, mu=1.0)
+    with pytest.raises(ValueError, match="whole number >= 1"):
+        get_sigmas_flow_uniform(0)
