@@ -42,6 +42,7 @@ RENDERERS = {"litegraph": False, "vue": True}
 # The frontend writes the draft that a reload restores 512 ms after the change tracker reports a change
 # (a debounce in frontend 1.41, for every edit); a reload sooner loses any edit, the user's own too.
 DRAFT_MS = 700
+TRAIN_MS = 300_000  # a toy run takes seconds, minutes on a busy 2-core machine
 README_WIDTH = 1100  # px, the README pictures' largest side
 
 pytestmark = pytest.mark.skipif(not chromium_available(), reason="needs /usr/bin/chromium (apt-get install chromium)")
@@ -256,20 +257,19 @@ def start_training(app: BrowserApp, node_type: str, iterations: int) -> int:
         nodes, links = [*nodes[:4], *RL_NODES, nodes[4]], [*TOY_LINKS, *RL_LINKS, [3, 0, 8, "table"]]
     node = app.page.evaluate(BUILD, [nodes, links])[3]
     app.page.evaluate("() => window.app.queuePrompt(0)")
-    app.page.wait_for_function(f"() => ({CHART})({node}).saved >= 2", timeout=90_000)
+    app.page.wait_for_function(f"() => ({CHART})({node}).saved >= 2", timeout=TRAIN_MS)
     return node
 
 
 def wait_done(app: BrowserApp, node: int) -> dict[str, Any]:
-    app.page.wait_for_function(f"() => ({CHART})({node}).done === true", timeout=90_000)
+    app.page.wait_for_function(f"() => ({CHART})({node}).done === true", timeout=TRAIN_MS)
     return chart(app, node)
 
 
 def test_chart_stays_with_its_workflow_and_survives_reload(app: BrowserApp, shots: Path) -> None:
     seen = len(app.messages)
-    iterations = 30
+    iterations = 16
     node = start_training(app, "EPD_Distill", iterations)
-    height = app.page.evaluate(f"() => window.app.graph.getNodeById({node}).size[1]")
     own = chart(app, node)
     app.command("Comfy.DuplicateWorkflow")  # same node ids and types, another workflow
     copy = chart(app, node)
@@ -281,7 +281,6 @@ def test_chart_stays_with_its_workflow_and_survives_reload(app: BrowserApp, shot
     assert chart(app, node)["workflow"] == own["workflow"]
     final = wait_done(app, node)
     assert final["saved"] == iterations, final  # no row lost while its tab was away
-    assert app.page.evaluate(f"() => window.app.graph.getNodeById({node}).size[1]") == height  # fixed height
     assert final["drawn"]
     assert "train loss" in final["legend"] and "best validation error" in final["legend"], final
     assert final["titles"] == [f"iteration {iterations} / {iterations}", "train loss", "validation error"], final
@@ -302,11 +301,13 @@ def test_chart_stays_with_its_workflow_and_survives_reload(app: BrowserApp, shot
 def test_cancel_keeps_the_final_curve(app: BrowserApp) -> None:
     seen = len(app.messages)
     node = start_training(app, "EPD_Distill", 400)
-    app.page.wait_for_function(f"() => ({CHART})({node}).saved >= 3", timeout=90_000)
+    height = app.page.evaluate(f"() => window.app.graph.getNodeById({node}).size[1]")
+    app.page.wait_for_function(f"() => ({CHART})({node}).saved >= 3", timeout=TRAIN_MS)
     app.command("Comfy.Interrupt")
     final = wait_done(app, node)
     assert final["titles"][0].endswith("(stopped)"), final
     assert 3 <= final["saved"] < 400 and final["drawn"]
+    assert app.page.evaluate(f"() => window.app.graph.getNodeById({node}).size[1]") == height  # fixed height
     app.page.wait_for_timeout(DRAFT_MS)
     app.reload()
     after = chart(app, node)
@@ -350,7 +351,7 @@ def test_a_table_copied_into_the_widget_survives_reload(app: BrowserApp) -> None
     steps = 4 + list(RENDERERS).index(app.renderer)  # a new grid per run: a cached EPD Table sends no result
     app.page.evaluate(SET_STEPS, steps)
     app.page.evaluate("() => window.app.queuePrompt(0)")
-    app.page.wait_for_function(f"() => ({COPY_BUTTON})()?.disabled === false", timeout=90_000)
+    app.page.wait_for_function(f"() => ({COPY_BUTTON})()?.disabled === false", timeout=TRAIN_MS)
     app.page.evaluate(f"() => ({COPY_BUTTON})().click()")  # the node may lie outside the view: click() all the same
     copied = app.page.evaluate(TABLE_WIDGET)
     assert '"format": "epd-table"' in copied["json"] or '"format":"epd-table"' in copied["json"], copied
