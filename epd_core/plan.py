@@ -167,7 +167,7 @@ def plan_run(
     """Decide tail, grid, table, form and AFS for one run on ``sigmas`` [N].
 
     form, tail: engine values or "auto" (resolve_form, resolve_tail). afs: None follows the
-    table's flag. sigma_min, sigma_max, cfg: what the host knows about the model and guider
+    table's flag (the default table's is on when sigma_max is given). sigma_min, sigma_max, cfg: what the host knows about the model and guider
     (None when unknown); with sigma_max, AFS is skipped unless the grid starts at pure noise.
     """
     check_run_inputs(sigmas, num_points)
@@ -177,7 +177,9 @@ def plan_run(
         params, grid_diff, rebased = fit_table(params, grid, tail_rule)
     form_used = resolve_form(form, params, cfg)
     if params is None:
-        params = default_table(grid, num_points, form=form_used)
+        # The training-free table takes the analytical first step when the host can tell a pure-noise
+        # start (it gives sigma_max): one model round saved, and every per-family benchmark row ran so.
+        params = default_table(grid, num_points, form=form_used, afs=sigma_max is not None)
     wanted = params.afs if afs is None else bool(afs)
     skipped = wanted and sigma_max is not None and float(grid[0]) < sigma_max * (1.0 - AFS_REL_TOL)
     return RunPlan(grid, params, form_used, wanted and not skipped, tail_rule, rebased, grid_diff, skipped)

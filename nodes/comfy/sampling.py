@@ -91,15 +91,14 @@ FLOW_SCHEDULES = ("flowmatch", "flow_uniform")
 def auto_schedule(model_sampling: Any) -> str:
     """The default grid per model family.
 
-    Flow models: flow_uniform (uniform in time, shifted: ComfyUI's "simple"), measured on the per-family
-    benchmark; diffusers' flowmatch grid wastes its last step at few steps. Others: the grids of EPD's papers.
+    Measured on the per-family benchmark (bench/fmnist/bench_families.py, docs/benchmarks.md): flow models
+    get flow_uniform (uniform in shifted time, ComfyUI's "simple"; diffusers' flowmatch grid wastes its last
+    step at few steps); every other family, SD1.5-style discrete ones included, the polynomial (karras) grid
+    over the model's sigma range, which beat the discrete-time grid of EPD's papers at 3-9 rounds there.
     """
     ms = comfy.model_sampling
     if isinstance(model_sampling, (ms.ModelSamplingFlux, ms.ModelSamplingDiscreteFlow)):
         return "flow_uniform"
-    plain_discrete = not isinstance(model_sampling, (ms.ModelSamplingDiscreteEDM, ms.StableCascadeSampling))
-    if isinstance(model_sampling, ms.ModelSamplingDiscrete) and plain_discrete:
-        return "discrete"
     return "polynomial"
 
 

@@ -39,11 +39,12 @@ def sigmas(model, **inputs) -> torch.Tensor:
     return EPDSigmas.execute(model=model, **inputs)[0]
 
 
-def test_auto_grid_for_discrete_eps_models():
+def test_auto_grid_for_discrete_eps_models_is_karras_over_their_range():
     model = patcher()
     out = sigmas(model, steps=8)
     ms = model.get_model_object("model_sampling")
-    expected = schedules.append_zero(schedules.get_sigmas_discrete(9, ms.sigmas)).float()
+    lo, hi = float(ms.sigma_min), float(ms.sigma_max)
+    expected = schedules.append_zero(schedules.get_sigmas_polynomial(9, lo, hi)).float()
     assert out.dtype == torch.float32 and out.device.type == "cpu"
     assert torch.equal(out, expected) and len(out) == 10 and out[-1] == 0
 
@@ -126,4 +127,4 @@ def test_sigmas_default_table_and_sampler_work_together(caplog):
         out, records = fakes.run(sampler, guider, grid, fakes.noise(2, dtype=torch.float32))
     assert len(records) == 6 and torch.isfinite(out).all()
     assert "EPD" not in caplog.text
-    assert sampling.auto_schedule(ms) == "discrete"
+    assert sampling.auto_schedule(ms) == "polynomial"
