@@ -41,8 +41,9 @@ log = logging.getLogger(__name__)
 ROOT = Path(__file__).resolve().parents[2]
 WEIGHTS = Path(__file__).parent / "weights"
 BUILTINS = ("euler", "dpmpp_2m", "ipndm", "ipndm_v", "deis", "uni_pc", "gradient_estimation", "res_multistep")
-SCHEDULERS = ("karras", "exponential", "normal", "simple", "sgm_uniform", "beta", "kl_optimal", "linear_quadratic")
-EPD_SCHEDULES = ("auto", "polynomial", "logsnr", "time_uniform", "karras", "simple", "kl_optimal", "beta")
+# normal gave the same grid as exponential, and linear_quadratic lost by 2-3x, in a first EDM pass.
+SCHEDULERS = ("karras", "exponential", "simple", "sgm_uniform", "beta", "kl_optimal")
+EPD_SCHEDULES = ("auto", "time_uniform", "logsnr", "karras", "simple", "kl_optimal")
 
 
 @dataclass(frozen=True)
@@ -67,6 +68,12 @@ def node_defaults() -> dict[str, Any]:
     from comfyui_epd.nodes.distill_nodes import distill_inputs
 
     return {i.id: i.default for i in distill_inputs() if getattr(i, "default", None) is not None}
+
+
+def parse_config(name: str) -> EPDConfig:
+    """The EPDConfig of a row name, e.g. "EPD-Plugin K2 data uniform karras"."""
+    solver, k, form, table, schedule = name.split()
+    return EPDConfig(schedule, int(k[1:]), form, table, solver == "EPD-Plugin")
 
 
 def load_pack() -> Any:
@@ -188,13 +195,15 @@ def cell(run: Any, run_args: tuple, ref: torch.Tensor) -> dict[str, Any]:
 def epd_configs(schedules: tuple[str, ...]) -> list[EPDConfig]:
     """The training-free configurations searched at the search budget.
 
-    K = 1, 2 (K = 3 never beat K = 2 in a first pass on EDM); the data form with either table, with and
-    without the plugin; the direction form with Gauss-Legendre only (uniform and plugin diverged there).
+    K = 1, 2 (K = 3 never beat K = 2 in a first pass on EDM); the data form with either table and the
+    uniform one with the plugin; the direction form with Gauss-Legendre only (uniform and plugin diverged
+    there, and Gauss-Legendre with the plugin was 2-4x worse than without, in the same pass).
     """
     configs = []
     for schedule, k in itertools.product(schedules, (1, 2)):
-        for table, plugin in itertools.product(("uniform", "gauss_legendre"), (False, True)):
-            configs.append(EPDConfig(schedule, k, "data", table, plugin))
+        configs.append(EPDConfig(schedule, k, "data", "uniform", False))
+        configs.append(EPDConfig(schedule, k, "data", "uniform", True))
+        configs.append(EPDConfig(schedule, k, "data", "gauss_legendre", False))
         configs.append(EPDConfig(schedule, k, "direction", "gauss_legendre", False))
     return configs
 
@@ -221,18 +230,22 @@ def best_schedulers(rows: dict[str, dict[str, Any]], r: int, per_sampler: int) -
     return picked
 
 
-def run_rows(setting: FamilySetting, ref: torch.Tensor, builtins: list, configs: list, rounds: list[int]) -> dict:
-    rows: dict[str, dict[str, Any]] = {}
+def run_rows(
+    setting: FamilySetting,
+    ref: torch.Tensor,
+    builtins: list,
+    configs: list,
+    rounds: list[int],
+    rows: dict | None = None,
+) -> dict:
+    """Rows run into ``rows`` (a dict the caller may be writing out as it fills)."""
+    rows = {} if rows is None else rows
     for name, scheduler in builtins:
-        rows[f"{name} / {scheduler}"] = {str(r): cell(setting.builtin, (name, scheduler, r), ref) for r in rounds}
+        row = rows.setdefault(f"{name} / {scheduler}", {})
+        row.update({str(r): cell(setting.builtin, (name, scheduler, r), ref) for r in rounds})
     for config in configs:
-        rows[config.name] = {str(r): cell(setting.epd, (config, r), ref) for r in rounds}
+        rows.setdefault(config.name, {}).update({str(r): cell(setting.epd, (config, r), ref) for r in rounds})
     return rows
-
-
-def merge(rows: dict[str, dict[str, Any]], more: dict[str, dict[str, Any]]) -> None:
-    for name, cells in more.items():
-        rows.setdefault(name, {}).update(cells)
 
 
 def run_family(args: argparse.Namespace, comfy: Any) -> dict[str, Any]:
@@ -247,31 +260,39 @@ def run_family(args: argparse.Namespace, comfy: Any) -> dict[str, Any]:
         setting = FamilySetting(args.family, cfg, args.batch, args.seed, comfy)
         ref = setting.reference(args.ref_steps)
         floor = rms(setting.reference(args.ref_steps // 2), ref)
-        if args.skip_search:
-            rows = {}
+        rows: dict[str, dict[str, Any]] = {}
+        results["cfgs"][str(cfg)] = {"reference_floor": floor, "rows": rows}
+        if args.configs:
+            chosen = [parse_config(name) for name in args.configs]
+            run_rows(setting, ref, [], chosen, args.rounds if cfg == 1.0 else args.guided_rounds, rows)
+        elif args.skip_search:
+            pass
         elif cfg == args.cfgs[0]:
             all_builtins = list(itertools.product(BUILTINS, SCHEDULERS))
-            rows = run_rows(setting, ref, all_builtins, configs, [args.search])
+            run_rows(setting, ref, all_builtins, [], [args.search], rows)
+            write(args, results)
+            run_rows(setting, ref, [], configs, [args.search], rows)
+            write(args, results)
             leaders = [by_name[n] for n in ranked(rows, args.search, "EPD")[: args.leaders]]
-            picked = best_schedulers(rows, args.search, 2)
+            picked = best_schedulers(rows, args.search, 1)
             others = [r for r in args.rounds if r != args.search]
-            merge(rows, run_rows(setting, ref, picked, leaders, others))
+            run_rows(setting, ref, picked, leaders, others, rows)
         else:
-            rows = run_rows(setting, ref, best_schedulers_all(picked), leaders, args.guided_rounds)
+            run_rows(setting, ref, best_schedulers_all(picked), leaders, args.guided_rounds, rows)
         for label, changes in args.recipes.items():
             for r in args.distill_rounds:
                 table, seconds = setting.distill(r, changes)
                 rows.setdefault(f"EPD distilled, {label}", {})[str(r)] = cell(setting.learned, (table,), ref) | {
                     "train_seconds": round(seconds, 1)
                 }
-        results["cfgs"][str(cfg)] = {"reference_floor": floor, "seconds": time.monotonic() - start, "rows": rows}
+        results["cfgs"][str(cfg)]["seconds"] = time.monotonic() - start
         log.info("%s cfg %s: %.0f s, reference floor %.2e", args.family, cfg, time.monotonic() - start, floor)
         write(args, results)  # after every cfg, so a long run can be read as it goes
     return results
 
 
 def best_schedulers_all(picked: list[tuple[str, str]]) -> list[tuple[str, str]]:
-    """With guidance: each built-in on its cfg-1 leaders plus karras (ComfyUI's usual default)."""
+    """With guidance: each built-in on its cfg-1 best scheduler plus karras (ComfyUI's usual default)."""
     extra = [(name, "karras") for name in BUILTINS]
     return list(dict.fromkeys(picked + extra))
 
@@ -307,7 +328,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--rounds", type=int, nargs="+", default=[3, 5, 7, 9], help="round budgets at cfg 1")
     p.add_argument("--guided-rounds", type=int, nargs="+", default=[5], help="round budgets with guidance")
     p.add_argument("--search", type=int, default=5, help="round budget of the full search at the first cfg")
-    p.add_argument("--leaders", type=int, default=6, help="EPD configurations carried to the other budgets")
+    p.add_argument("--leaders", type=int, default=4, help="EPD configurations carried to the other budgets")
     p.add_argument("--schedules", nargs="+", default=list(EPD_SCHEDULES), help="EPD grids searched")
     p.add_argument("--batch", type=int, default=30)
     p.add_argument("--seed", type=int, default=0)
@@ -320,6 +341,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         help="JSON {label: {option: value}} of EPD Distill recipes (changes to the node defaults)",
     )
     p.add_argument("--skip-search", action="store_true", help="only the distilled rows")
+    p.add_argument("--configs", nargs="*", default=[], help="only these EPD rows (names as in the JSON), no search")
     p.add_argument("--tag", default="", help="suffix of the output file name")
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--out", type=Path, default=Path("bench/results/families"))

@@ -16,12 +16,14 @@ import math
 from pathlib import Path
 from typing import Any
 
-# What EPD Sigmas (schedule auto) + EPD Sampler (defaults) run on each family; keep in step with
-# nodes/comfy/sampling.auto_schedule and the node defaults (docs/benchmarks.md, "Model families").
+# What EPD Sigmas (schedule auto) + EPD Sampler (defaults: K = 2, no plugin, form auto, afs auto) run on
+# each family: the direction form with its Gauss-Legendre table at cfg 1, the data form with the uniform
+# table with guidance; grid polynomial (= ComfyUI's karras) or, for flow, flow_uniform (= ComfyUI's simple
+# up to its 1000-step rounding). Keep in step with nodes/comfy/sampling.auto_schedule and epd_core/plan.py.
 DEFAULT_ROWS = {
-    "edm": "EPD K2 data uniform auto",
-    "eps": "EPD K2 data uniform auto",
-    "flow": "EPD K2 data uniform auto",
+    "edm": ("EPD K2 direction gauss_legendre karras", "EPD K2 data uniform karras"),
+    "eps": ("EPD K2 direction gauss_legendre karras", "EPD K2 data uniform karras"),
+    "flow": ("EPD K2 direction gauss_legendre simple", "EPD K2 data uniform simple"),
 }
 FAMILY_TITLES = {"eps": "EPS, SD1.5 discrete schedule", "edm": "EDM (continuous)", "flow": "flow, shift 3 (SD3)"}
 
@@ -44,7 +46,7 @@ def best(errors: dict[str, float], epd: bool) -> tuple[str, float] | None:
     return name, mine[name]
 
 
-def family_table(results: dict[str, Any], default_row: str) -> list[str]:
+def family_table(results: dict[str, Any], default_rows: tuple[str, str]) -> list[str]:
     cfgs = results["cfgs"]
     base = cfgs.get("1.0", {}).get("rows", {})
     rounds = sorted({int(r) for row in base.values() for r in row})
@@ -57,18 +59,21 @@ def family_table(results: dict[str, Any], default_row: str) -> list[str]:
         errors = cells(cfgs[cfg]["rows"], r)
         peers.append((best(errors, False), errors))
     lines.append("| best built-in | " + " | ".join(_peer(p) for p, _ in peers) + " |")
-    names = [default_row, "best EPD searched"] + sorted(
+    names = ["default", "best EPD searched"] + sorted(
         {n for block in cfgs.values() for n in block["rows"] if "distilled" in n}
     )
     for name in names:
         out = []
-        for peer, errors in peers:
-            if name == "best EPD searched":
+        for (cfg, _), (peer, errors) in zip(columns, peers):
+            if name == "default":
+                row = default_rows[0] if cfg == "1.0" else default_rows[1]
+                out.append(_ratio(errors[row], peer) if row in errors else "-")
+            elif name == "best EPD searched":
                 found = best(errors, True)
                 out.append(_ratio(found[1], peer) + f" ({found[0][4:]})" if found else "-")
             else:
                 out.append(_ratio(errors[name], peer) if name in errors else "-")
-        label = "EPD training-free default" if name == default_row else name
+        label = "EPD training-free default (node defaults)" if name == "default" else name
         lines.append(f"| {label} | " + " | ".join(out) + " |")
     return lines
 
@@ -85,7 +90,7 @@ def main(argv: list[str] | None = None) -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--results", type=Path, default=Path("bench/results/families"))
     args = p.parse_args(argv)
-    for family, default_row in DEFAULT_ROWS.items():
+    for family, default_rows in DEFAULT_ROWS.items():
         path = args.results / f"{family}.json"
         if not path.is_file():
             continue
@@ -95,7 +100,7 @@ def main(argv: list[str] | None = None) -> None:
                 for name, row in block["rows"].items():
                     results["cfgs"].setdefault(cfg, {"rows": {}})["rows"].setdefault(name, {}).update(row)
         print(f"\n### {FAMILY_TITLES[family]}\n")  # noqa: T201 (the report)
-        print("\n".join(family_table(results, default_row)))  # noqa: T201
+        print("\n".join(family_table(results, default_rows)))  # noqa: T201
 
 
 if __name__ == "__main__":
