@@ -94,7 +94,7 @@ def test_the_expected_workflows_ship() -> None:
         "SD1.5 distill a table then sample.json",
         "SD1.5 RL tune a table with a reward.json",
         "SD1.5 skip the middle.json",
-        "epd_sd15_scalewise.json",
+        "SD1.5 scale-wise sampling.json",
     }
     assert [p.name for p in TEST_ONLY] == ["epd_toy_cpu.json"]
 
