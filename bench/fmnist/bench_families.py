@@ -348,13 +348,19 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     return p.parse_args(argv)
 
 
-def main(argv: list[str] | None = None) -> None:
+def comfy_or_exit(threads: int) -> Any:
+    """Logging, torch threads and ComfyUI's modules for a family benchmark; exits without a checkout."""
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
-    args = parse_args(argv)
-    torch.set_num_threads(args.threads)
+    torch.set_num_threads(threads)
     comfy = comfy_modules()
     if comfy is None:
         raise SystemExit("set COMFYUI_PATH to a ComfyUI checkout: this benchmark runs through ComfyUI's real stack")
+    return comfy
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = parse_args(argv)
+    comfy = comfy_or_exit(args.threads)
     results = run_family(args, comfy)
     print(summary(results))  # noqa: T201 (the report)
     log.info("wrote %s", write(args, results))

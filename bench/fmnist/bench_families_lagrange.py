@@ -31,8 +31,7 @@ from typing import Any
 
 import torch
 
-from bench.exact_setup import comfy_modules
-from bench.fmnist.bench_families import BUILTINS, SCHEDULERS, FamilySetting, cell, load_pack, rms
+from bench.fmnist.bench_families import BUILTINS, SCHEDULERS, FamilySetting, cell, comfy_or_exit, load_pack, rms
 
 log = logging.getLogger(__name__)
 
@@ -246,12 +245,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 
 def main(argv: list[str] | None = None) -> None:
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
     args = parse_args(argv)
-    torch.set_num_threads(args.threads)
-    comfy = comfy_modules()
-    if comfy is None:
-        raise SystemExit("set COMFYUI_PATH to a ComfyUI checkout: this benchmark runs through ComfyUI's real stack")
+    comfy = comfy_or_exit(args.threads)
     results = run_family(args, comfy)
     print(summary(results))  # noqa: T201 (the report)
     log.info("wrote %s", write(args, results))

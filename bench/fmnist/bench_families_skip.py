@@ -27,8 +27,7 @@ from typing import Any
 import torch
 
 from bench.exact_runs import Counter, counting
-from bench.exact_setup import comfy_modules
-from bench.fmnist.bench_families import WEIGHTS, FamilySetting, load_pack
+from bench.fmnist.bench_families import WEIGHTS, FamilySetting, comfy_or_exit, load_pack
 
 log = logging.getLogger(__name__)
 CLASSES = 10
@@ -165,12 +164,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 
 def main(argv: list[str] | None = None) -> None:
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
     args = parse_args(argv)
-    torch.set_num_threads(args.threads)
-    comfy = comfy_modules()
-    if comfy is None:
-        raise SystemExit("set COMFYUI_PATH to a ComfyUI checkout: this benchmark runs through ComfyUI's real stack")
+    comfy = comfy_or_exit(args.threads)
     results = run_family(args, comfy)
     args.out.mkdir(parents=True, exist_ok=True)
     path = args.out / f"skip_{args.family}.json"
