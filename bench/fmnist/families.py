@@ -48,7 +48,18 @@ def c_noise_of(timestep: torch.Tensor) -> torch.Tensor:
     return timestep / 250.0 - 2.0
 
 
-class EPSDenoiser(nn.Module):
+class TimestepDenoiser(nn.Module):
+    """What the EPS and flow families share: the net called on ComfyUI's model input and timestep."""
+
+    net: UNet
+
+    def raw(self, x_in: torch.Tensor, timestep: torch.Tensor, labels: torch.Tensor | None) -> torch.Tensor:
+        """The diffusion model proper (eps or velocity) from the model input and the model timestep."""
+        dtype = self.net.conv_in.weight.dtype
+        return self.net(x_in.to(dtype), c_noise_of(timestep).to(dtype), labels).to(x_in.dtype)
+
+
+class EPSDenoiser(TimestepDenoiser):
     """SD1.5-style EPS model on the discrete scaled-linear schedule: D(x; sigma, labels) -> x0."""
 
     family = "eps"
@@ -64,11 +75,6 @@ class EPSDenoiser(nn.Module):
         dists = sigma.log().to(self.sigmas.device)[None, :] - self.sigmas.log()[:, None]
         return dists.abs().argmin(dim=0).to(sigma.device).float()
 
-    def raw(self, x_in: torch.Tensor, timestep: torch.Tensor, labels: torch.Tensor | None) -> torch.Tensor:
-        """The diffusion model proper: eps from the scaled input and the model timestep."""
-        dtype = self.net.conv_in.weight.dtype
-        return self.net(x_in.to(dtype), c_noise_of(timestep).to(dtype), labels).to(x_in.dtype)
-
     def forward(self, x: torch.Tensor, sigma: torch.Tensor | float, labels: torch.Tensor | None = None) -> torch.Tensor:
         sigma = torch.as_tensor(sigma, dtype=x.dtype, device=x.device).reshape(-1).expand(x.shape[0])
         s = sigma.reshape(-1, 1, 1, 1)
@@ -76,7 +82,7 @@ class EPSDenoiser(nn.Module):
         return x - s * eps
 
 
-class FlowDenoiser(nn.Module):
+class FlowDenoiser(TimestepDenoiser):
     """SD3-style rectified-flow model (velocity output, shift 3): D(x; sigma, labels) -> x0."""
 
     family = "flow"
@@ -86,11 +92,6 @@ class FlowDenoiser(nn.Module):
         self.net, self.shift = net, shift
         self.sigma_min = float(flow_sigma(torch.tensor(1.0 / FLOW_MULTIPLIER), shift))
         self.sigma_max = 1.0
-
-    def raw(self, x_in: torch.Tensor, timestep: torch.Tensor, labels: torch.Tensor | None) -> torch.Tensor:
-        """The diffusion model proper: the velocity noise - x0 from x and the model timestep."""
-        dtype = self.net.conv_in.weight.dtype
-        return self.net(x_in.to(dtype), c_noise_of(timestep).to(dtype), labels).to(x_in.dtype)
 
     def forward(self, x: torch.Tensor, sigma: torch.Tensor | float, labels: torch.Tensor | None = None) -> torch.Tensor:
         sigma = torch.as_tensor(sigma, dtype=x.dtype, device=x.device).reshape(-1).expand(x.shape[0])
