@@ -19,6 +19,17 @@ What detection requires (ComfyUI 0.17, comfy/model_detection.py and comfy/suppor
   768) under ``cond_stage_model.transformer.``; the VAE under ``first_stage_model.`` has ComfyUI's
   fixed ddconfig (ch 128, ch_mult 1,2,4,4, 2 res blocks): only ``z_channels`` (from
   ``decoder.conv_in.weight``) and the ``post_quant_conv`` width are read from the file.
+* **SDXL checkpoint** (``CheckpointLoaderSimple``): ``SDXL.unet_config`` asks for
+  ``model_channels`` 320, linear ``proj_in`` (2-D), ``transformer_depth`` [0, 0, 2, 2, 10, 10]
+  (one entry per input res block: 3 levels of 2), ``context_dim`` 2048, ``adm_in_channels`` 2816
+  (``label_emb.0.0.weight``) and no temporal layers. ``channel_mult`` is free, so all levels stay
+  at 320 channels ([1, 1, 1]); the output blocks have no transformers and there is no middle
+  block, both free too. The text encoders are CLIP-L and CLIP-G (comfy/clip_config_bigg.json:
+  32 layers, width 1280, about 700M parameters) at their fixed configs; their checkpoint keys
+  come from ComfyUI's own ``SDXL.process_clip_state_dict_for_saving`` (CLIP-L under
+  ``conditioner.embedders.0.transformer.``, CLIP-G in OpenCLIP layout under
+  ``conditioner.embedders.1.model.``), the inverse of what the loader maps back. The VAE is the
+  SD1.5 one (4 latent channels, quant convs).
 * **SD3 MMDiT** (``UNETLoader``): the key ``joint_blocks.0.context_block.attn.qkv.weight``
   marks an MMDiT; ``SD3.unet_config`` asks for ``in_channels`` 16 (``x_embedder.proj.weight``)
   and ``pos_embed_scaling_factor`` None (always set by detection). ``depth`` is the
@@ -44,6 +55,7 @@ from safetensors.torch import save_file
 
 SCALE = 0.02  # weight std: small enough that 12 CLIP layers and the VAE stay finite
 SD15_CHECKPOINT = "epd_test_sd15.safetensors"
+SDXL_CHECKPOINT = "epd_test_sdxl.safetensors"
 SD3_UNET = "epd_test_sd3_mmdit.safetensors"
 CLIP_L = "epd_test_clip_l.safetensors"
 SD3_VAE = "epd_test_sd3_vae.safetensors"
@@ -61,6 +73,24 @@ SD15_UNET_CONFIG = {
     "num_heads": 8,
     "use_spatial_transformer": True,
     "use_linear_in_transformer": False,
+    "legacy": False,
+}
+SDXL_UNET_CONFIG = {
+    "image_size": 32,
+    "in_channels": 4,
+    "out_channels": 4,
+    "model_channels": 320,
+    "num_res_blocks": [2, 2, 2],
+    "channel_mult": [1, 1, 1],
+    "transformer_depth": [0, 0, 2, 2, 10, 10],
+    "transformer_depth_output": [0] * 9,
+    "transformer_depth_middle": -2,
+    "context_dim": 2048,
+    "num_head_channels": 64,
+    "num_classes": "sequential",
+    "adm_in_channels": 2816,
+    "use_spatial_transformer": True,
+    "use_linear_in_transformer": True,
     "legacy": False,
 }
 SD3_MMDIT_CONFIG = {
@@ -110,14 +140,27 @@ def random_tensors(shapes: dict[str, torch.Size], prefix: str, gen: torch.Genera
     return out
 
 
-def clip_l_shapes() -> dict[str, torch.Size]:
+def clip_shapes(config: str = "sd1_clip_config.json") -> dict[str, torch.Size]:
+    """A CLIP text model's keys at one of ComfyUI's fixed configs (CLIP-L, or CLIP-G: clip_config_bigg.json)."""
     import comfy.clip_model
     import comfy.ops
     import comfy.sd1_clip
 
-    cfg = json.loads(Path(comfy.sd1_clip.__file__).with_name("sd1_clip_config.json").read_text())
+    cfg = json.loads(Path(comfy.sd1_clip.__file__).with_name(config).read_text())
     ops = comfy.ops.disable_weight_init
     return meta_shapes(lambda: comfy.clip_model.CLIPTextModel(cfg, torch.float32, None, ops))
+
+
+def sdxl_clip_shapes() -> dict[str, torch.Size]:
+    """CLIP-L and CLIP-G under the keys of an SDXL checkpoint, from ComfyUI's own saving map."""
+    from comfy.supported_models import SDXL
+
+    with torch.device("meta"):  # the map concatenates q, k, v into OpenCLIP's in_proj: on meta, free
+        sd = {f"clip_l.transformer.{k}": torch.empty(v) for k, v in clip_shapes().items()}
+        sd |= {f"clip_g.transformer.{k}": torch.empty(v) for k, v in clip_shapes("clip_config_bigg.json").items()}
+        sd = SDXL(SDXL.unet_config).process_clip_state_dict_for_saving(sd)
+    # position_ids is an index buffer the map adds; ComfyUI's CLIP has none, and random values would be wrong
+    return {k: v.shape for k, v in sd.items() if not k.endswith("position_ids")}
 
 
 def vae_shapes(z_channels: int, quant_convs: bool) -> dict[str, torch.Size]:
@@ -144,10 +187,22 @@ def build_sd15_checkpoint(folder: Path, seed: int = 0) -> list[str]:
 
     gen = torch.Generator().manual_seed(seed)
     sd = random_tensors(meta_shapes(lambda: UNetModel(**SD15_UNET_CONFIG)), "model.diffusion_model.", gen)
-    sd |= random_tensors(clip_l_shapes(), "cond_stage_model.transformer.", gen)
+    sd |= random_tensors(clip_shapes(), "cond_stage_model.transformer.", gen)
     sd |= random_tensors(vae_shapes(4, quant_convs=True), "first_stage_model.", gen)
     save_file(sd, str(folder / SD15_CHECKPOINT))
     return [SD15_CHECKPOINT]
+
+
+def build_sdxl_checkpoint(folder: Path, seed: int = 0) -> list[str]:
+    """One SDXL-class checkpoint (UNet + CLIP-L + CLIP-G + VAE) for CheckpointLoaderSimple, about 1.7 GB."""
+    from comfy.ldm.modules.diffusionmodules.openaimodel import UNetModel
+
+    gen = torch.Generator().manual_seed(seed)
+    sd = random_tensors(meta_shapes(lambda: UNetModel(**SDXL_UNET_CONFIG)), "model.diffusion_model.", gen)
+    sd |= random_tensors(sdxl_clip_shapes(), "", gen)
+    sd |= random_tensors(vae_shapes(4, quant_convs=True), "first_stage_model.", gen)
+    save_file(sd, str(folder / SDXL_CHECKPOINT))
+    return [SDXL_CHECKPOINT]
 
 
 def build_sd3_files(folder: Path, seed: int = 0) -> dict[str, str]:
@@ -162,7 +217,7 @@ def build_sd3_files(folder: Path, seed: int = 0) -> dict[str, str]:
     gen = torch.Generator().manual_seed(seed)
     parts = {
         "diffusion_models": (SD3_UNET, meta_shapes(lambda: MMDiT(**SD3_MMDIT_CONFIG, operations=disable_weight_init))),
-        "text_encoders": (CLIP_L, clip_l_shapes()),
+        "text_encoders": (CLIP_L, clip_shapes()),
         "vae": (SD3_VAE, vae_shapes(16, quant_convs=False)),
     }
     for sub, (name, shapes) in parts.items():
@@ -171,14 +226,16 @@ def build_sd3_files(folder: Path, seed: int = 0) -> dict[str, str]:
     return {sub: name for sub, (name, _) in parts.items()}
 
 
-def build_all(folder: Path) -> dict[str, str]:
-    """Every file, laid out as ComfyUI's models folder: {subfolder: file name}."""
+def build_all(folder: Path) -> dict[str, list[str]]:
+    """Every file, laid out as ComfyUI's models folder: {subfolder: file names}, the SD1.5 checkpoint first."""
     (folder / "checkpoints").mkdir(parents=True, exist_ok=True)
-    return {"checkpoints": build_sd15_checkpoint(folder / "checkpoints")[0], **build_sd3_files(folder)}
+    checkpoints = build_sd15_checkpoint(folder / "checkpoints") + build_sdxl_checkpoint(folder / "checkpoints")
+    return {"checkpoints": checkpoints, **{sub: [name] for sub, name in build_sd3_files(folder).items()}}
 
 
-def link_models(built: Path, names: dict[str, str], models_dir: Path) -> None:
+def link_models(built: Path, names: dict[str, list[str]], models_dir: Path) -> None:
     """Symlink each built file into a server's models/<subfolder>/."""
-    for sub, name in names.items():
+    for sub, files in names.items():
         (models_dir / sub).mkdir(parents=True, exist_ok=True)
-        (models_dir / sub / name).symlink_to(built / sub / name)
+        for name in files:
+            (models_dir / sub / name).symlink_to(built / sub / name)

@@ -1,8 +1,9 @@
 """Every shipped workflow runs end to end on real-architecture checkpoints in a real server (issue 12).
 
-real_models.py writes random-weight SD1.5 and SD3 files that ComfyUI's own loaders detect
+real_models.py writes random-weight SD1.5, SDXL and SD3 files that ComfyUI's own loaders detect
 (CheckpointLoaderSimple, UNETLoader, CLIPLoader type sd3, VAELoader); they are built once
-per session and linked into this server's models folders. Each workflows/*.json is
+per session and linked into this server's models folders. A workflow whose checkpoint name
+says "xl" gets the SDXL checkpoint, every other one the SD1.5 checkpoint. Each workflows/*.json is
 converted to an API prompt (ui_prompt.py, widget order from /object_info), its model
 names pointed at those files, its sizes shrunk for a 2-core CPU, and queued. It must end
 in success with its images and tables on disk; a training workflow's sampling half must
@@ -72,16 +73,16 @@ fake_modules = _upstream.fake_modules  # the fixture that makes the upstream glo
 
 
 @pytest.fixture(scope="session")
-def real_model_files(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Path, dict[str, str]]]:
-    """The random-weight files, built once per session: (folder, {models subfolder: name})."""
+def real_model_files(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Path, dict[str, list[str]]]]:
+    """The random-weight files, built once per session: (folder, {models subfolder: names})."""
     folder = tmp_path_factory.mktemp("real_models")
     yield folder, real_models.build_all(folder)
-    shutil.rmtree(folder)  # about 870 MB; pytest would keep the last three sessions' copies
+    shutil.rmtree(folder)  # about 2.9 GB; pytest would keep the last three sessions' copies
 
 
 @pytest.fixture(scope="module")
 def server(
-    comfyui: Path, tmp_path_factory: pytest.TempPathFactory, real_model_files: tuple[Path, dict[str, str]]
+    comfyui: Path, tmp_path_factory: pytest.TempPathFactory, real_model_files: tuple[Path, dict[str, list[str]]]
 ) -> Iterator[Server]:
     built, names = real_model_files
     base = tmp_path_factory.mktemp("comfy_real_models")
@@ -118,13 +119,20 @@ def report(request: pytest.FixtureRequest) -> Iterator[dict[str, Any]]:
 # --- preparing a prompt ----------------------------------------------------------------------
 
 
-def prepare(prompt: dict[str, Any], object_info: dict[str, Any], names: dict[str, str]) -> None:
+def built_file(names: dict[str, list[str]], folder: str, wanted: str) -> str:
+    """The built file a loader gets: the SDXL checkpoint for an SDXL-named one, else the folder's first."""
+    if folder == "checkpoints" and "xl" in wanted.lower():
+        return real_models.SDXL_CHECKPOINT
+    return names[folder][0]
+
+
+def prepare(prompt: dict[str, Any], object_info: dict[str, Any], names: dict[str, list[str]]) -> None:
     """Point loaders at the built files and shrink sizes, steps and iterations (in place)."""
     for node in prompt.values():
         kind, inputs = node["class_type"], node["inputs"]
         if kind in MODEL_INPUTS:
             name, folder = MODEL_INPUTS[kind]
-            inputs[name] = names[folder]
+            inputs[name] = built_file(names, folder, inputs[name])
         known = dict(input_specs(object_info[kind]))
         for name, value in SHRINK.get(kind, {}).items():
             assert name in known, f"{kind} has no input {name!r} any more; update SHRINK"
@@ -213,7 +221,7 @@ def test_workflow_runs_on_real_architectures(
     request: pytest.FixtureRequest,
     server: Server,
     object_info: dict[str, Any],
-    real_model_files: tuple[Path, dict[str, str]],
+    real_model_files: tuple[Path, dict[str, list[str]]],
     server_process: Any,
     report: dict[str, Any],
     capsys: pytest.CaptureFixture[str],
@@ -252,7 +260,7 @@ def test_workflow_runs_on_real_architectures(
 
 
 def test_distill_trains_through_unetloader_on_the_sd3_dit(
-    server: Server, object_info: dict[str, Any], real_model_files: tuple[Path, dict[str, str]]
+    server: Server, object_info: dict[str, Any], real_model_files: tuple[Path, dict[str, list[str]]]
 ) -> None:
     """EPD Distill (learned sigmas) on the SD3 DiT from UNETLoader, then sampling with its table, in one prompt."""
     from epd_core.table_io import load_table
@@ -285,3 +293,25 @@ def test_distill_trains_through_unetloader_on_the_sd3_dit(
     )
     assert float(table.sigmas[0]) <= 1.0 and table.num_steps == 2
     check_outputs(server, sd3, result)
+
+
+def test_sdxl_checkpoint_is_detected_as_sdxl_eps(real_model_files: tuple[Path, dict[str, list[str]]]) -> None:
+    """CheckpointLoaderSimple's own detection on the built file's keys: SDXL, EPS, every text-encoder key used."""
+    import torch
+    from comfy.model_base import ModelType
+    from comfy.model_detection import model_config_from_unet
+    from comfy.supported_models import SDXL
+    from safetensors import safe_open
+
+    path = real_model_files[0] / "checkpoints" / real_models.SDXL_CHECKPOINT
+    with safe_open(str(path), "pt") as f, torch.device("meta"):  # shapes only: no 2 GB read
+        sd = {key: torch.empty(f.get_slice(key).get_shape()) for key in f.keys()}  # noqa: SIM118 (safe_open is not iterable)
+    config = model_config_from_unet(sd, "model.diffusion_model.")
+    assert type(config) is SDXL, type(config)  # not a subclass (SSD1B, Segmind Vega, ...)
+    assert config.model_type(sd) == ModelType.EPS
+    clip = {key: value.shape for key, value in config.process_clip_state_dict(sd).items()}
+    wanted = {f"clip_l.transformer.{k}": v for k, v in real_models.clip_shapes().items()}
+    wanted |= {f"clip_g.transformer.{k}": v for k, v in real_models.clip_shapes("clip_config_bigg.json").items()}
+    # SDXL's CLIP-L gives hidden states only: real checkpoints carry no CLIP-L projection either
+    assert set(wanted) - set(clip) == {"clip_l.transformer.text_projection.weight"}
+    assert all(wanted[key] == shape for key, shape in clip.items()), "a text-encoder shape differs"
