@@ -9,6 +9,7 @@ import logging
 
 from ..epd_core.distill import TEACHERS
 from ..epd_core.distill.loop import TARGETS
+from ..epd_core.distill.losses import LOSSES
 from ..epd_core.vocab import SCHEDULE_CHOICES
 from .comfy.api import io
 from .errors import node_errors
@@ -111,6 +112,16 @@ def distill_inputs() -> list[io.Input]:
             tooltip="0: fresh noise every iteration. N: train on N fixed noise batches whose teacher runs once, "
             "revisited in a new order each pass: far faster when iterations exceed N. Needs global or final "
             "targets (final with learn_sigmas).",
+            **adv,
+        ),
+        io.Combo.Input(
+            "loss",
+            options=list(LOSSES),
+            default="l2",
+            optional=True,
+            tooltip="l2: each student sample matches the teacher's sample from the same noise (pointwise). "
+            "mmd: the set of 4x4 latent patches of the student's batch matches the teacher's set (SwD's patch "
+            "MMD), a distribution match that does not pair samples.",
             **adv,
         ),
     ]

@@ -70,8 +70,10 @@ def check_config(
         problems.append("iterations, batch, val_batch and eval_every must all be >= 1")
     if config.targets not in TARGETS:
         problems.append(f"targets={config.targets!r} is not one of {TARGETS}")
-    if config.loss not in LOSSES or config.mmd_patch < 1:
-        problems.append(f"loss={config.loss!r} must be one of {LOSSES} and mmd_patch >= 1 (got {config.mmd_patch})")
+    if config.loss not in LOSSES:
+        problems.append(f"loss={config.loss!r} is not one of {LOSSES} (l2: pointwise, mmd: patch distribution)")
+    if config.mmd_patch < 1:
+        problems.append(f"mmd_patch must be >= 1 latent pixel, got {config.mmd_patch}")
     if config.teacher not in TEACHERS:
         problems.append(f"teacher={config.teacher!r} is not one of {tuple(TEACHERS)}")
     if not 0 < config.lr_min <= config.lr:

@@ -37,7 +37,7 @@ def distill_config(opts: dict[str, Any]) -> DistillConfig:
         learn_sigmas=opts.get("learn_sigmas", False),
         feature_weight=opts.get("image_loss_weight", 1.0) if opts.get("vae") is not None else 0.0,
         eval_every=max(1, opts["iterations"] // 20), val_batch=max(opts["batch"], 8), seed=opts["seed"],
-        pool_batches=opts.get("teacher_pool", 0),
+        pool_batches=opts.get("teacher_pool", 0), loss=opts.get("loss", "l2"),
     )  # fmt: skip
 
 
@@ -64,7 +64,7 @@ def run_distill(model: Any, positive: list, negative: list, opts: dict[str, Any]
                 "iterations": iterations, "final_loss": losses[-1] if losses else None, "guidance": opts["cfg"],
                 "form": opts["form"], "kind": kind, "cancelled": cancelled, "targets": opts["targets"],
                 "learn_sigmas": config.learn_sigmas, "image_loss_weight": config.feature_weight,
-                "teacher_pool": config.pool_batches}  # fmt: skip
+                "teacher_pool": config.pool_batches, "loss": config.loss}  # fmt: skip
 
     best = training.BestTable(DISTILL_NODE, node_id, start, describe)
 

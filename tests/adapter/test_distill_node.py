@@ -200,3 +200,21 @@ def test_a_teacher_pool_runs_the_teacher_once_per_pooled_batch(model, monkeypatc
     assert table.metadata["teacher_pool"] == 2
     with pytest.raises(ValueError, match="cannot serve targets='local'"):
         run_distill(model, pos, neg, options(iterations=2, targets="local", teacher_pool=2), None)
+
+
+def test_mmd_loss_runs_and_learns_a_different_table_than_l2_from_the_same_seed(model):
+    pos, neg = [toy.class_conditioning(c) for c in (1, 7)], [toy.empty_conditioning()]
+    l2, l2_losses = run_distill(model, pos, neg, options(iterations=4), None)
+    same, _ = run_distill(model, pos, neg, options(iterations=4, loss="l2"), None)
+    mmd, mmd_losses = run_distill(model, pos, neg, options(iterations=4, loss="mmd"), None)
+    assert l2.metadata["loss"] == "l2" and mmd.metadata["loss"] == "mmd"
+    torch.testing.assert_close(same.r_logits, l2.r_logits, rtol=0, atol=0)  # no loss input = l2, bit for bit
+    assert len(mmd_losses) == 4 and all(torch.isfinite(torch.tensor(mmd_losses)))
+    assert mmd_losses[0] != l2_losses[0], "the same first batch scores differently under patch MMD"
+    assert not torch.equal(mmd.r_logits, l2.r_logits), "the MMD gradient moves the table elsewhere"
+
+
+def test_an_unknown_loss_is_a_clear_node_error(model):
+    lists = {k: [v] for k, v in options(iterations=2, loss="huber").items()}
+    with pytest.raises(ValueError, match=r"EPD Distill: .*loss='huber' is not one of \('l2', 'mmd'\)"):
+        EPDDistill.execute([model], [toy.class_conditioning(3)], [toy.empty_conditioning()], **lists)

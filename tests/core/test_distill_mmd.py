@@ -63,5 +63,7 @@ def test_mmd_distillation_trains_and_is_deterministic():
 
 
 def test_a_bad_loss_is_reported_before_compute():
-    with pytest.raises(ValueError, match=r"loss='huber' must be one of \('l2', 'mmd'\) and mmd_patch >= 1"):
+    with pytest.raises(ValueError, match=r"loss='huber' is not one of \('l2', 'mmd'\)"):
         next(distill(model, start(), noise_fn, DistillConfig(loss="huber")))
+    with pytest.raises(ValueError, match=r"mmd_patch must be >= 1 latent pixel, got 0"):
+        next(distill(model, start(), noise_fn, DistillConfig(loss="mmd", mmd_patch=0)))
