@@ -182,7 +182,8 @@ def guided_epd(name: str, comfy: Any, bridge: Callable | None) -> Callable[[int,
                     "afs": "on",
                     "tail": "keep",
                     "parallel": "batched",
-                    "max_order": 3 if plugin else 0,
+                    "plugin": "on" if plugin else "off",
+                    "max_order": 3,
                 },
             )
         else:

@@ -23,10 +23,13 @@ from .vocab import (
     FORM_CHOICES,
     FORMS,
     MAX_POINTS,
+    PLUGIN_CHOICES,
     TAIL_CHOICES,
     TAILS,
     Form,
     FormChoice,
+    Kind,
+    PluginChoice,
     Tail,
     TailChoice,
 )
@@ -48,6 +51,7 @@ class RunPlan(NamedTuple):
     rebased: bool  # a given table's grid differs from the run grid beyond GRID_RTOL
     grid_diff: float  # max |table grid - run grid|, 0.0 without a given table
     afs_skipped: bool  # AFS was asked for but the grid starts below sigma_max (img2img)
+    plugin: bool = False  # EPD-Plugin's iPNDM jumps (resolve_plugin), else the plain EPD-Solver
 
 
 def prepare_sigmas(sigmas: torch.Tensor, tail: Tail = "drop") -> torch.Tensor:
@@ -80,8 +84,13 @@ def resolve_tail(tail: TailChoice, sigmas: torch.Tensor, sigma_min: float | None
     return "keep"
 
 
-def resolve_form(form: FormChoice, params: EPDParams | None, cfg: float | None) -> Form:
-    """auto: the table's recorded form, else direction at cfg <= 1 and data with guidance (or unknown cfg)."""
+def resolve_form(form: FormChoice, params: EPDParams | None, cfg: float | None, plugin: bool = False) -> Form:
+    """auto: the table's recorded form; else data under EPD-Plugin, and otherwise direction at cfg <= 1 and data
+    with guidance (or unknown cfg).
+
+    The plugin's extrapolated jumps and the direction form's Gauss-Legendre table do not mix: 3-8x the data
+    form's error at cfg 1 on the EDM UNet (bench/results/families/edm_plugin.json).
+    """
     if form not in FORM_CHOICES:
         raise ValueError(f"form={form!r} is not one of {FORM_CHOICES}")
     if form != AUTO:
@@ -89,7 +98,26 @@ def resolve_form(form: FormChoice, params: EPDParams | None, cfg: float | None) 
     recorded = params.metadata.get("form") if params is not None else None
     if recorded in FORMS:
         return recorded
-    return "direction" if cfg is not None and cfg <= CFG_DIRECTION_MAX else "data"
+    return "direction" if not plugin and cfg is not None and cfg <= CFG_DIRECTION_MAX else "data"
+
+
+def resolve_plugin(plugin: PluginChoice | bool, params: EPDParams | None, kind: Kind | None) -> bool:
+    """auto: a table's recorded sampler, else on for eps/v/EDM models and off for flow models (or unknown kind).
+
+    Measured on the per-family Fashion-MNIST UNets (docs/benchmarks.md, "Model families"): without a learned
+    table the plugin beat the plain solver at every round budget on the EDM and SD1.5-schedule EPS models and
+    lost on the rectified-flow model. A table without a recorded sampler (EPD Distill, RL Tune) was made
+    with the plain solver. True/False are accepted for workflows saved when the input was a checkbox.
+    """
+    if isinstance(plugin, bool):
+        return plugin
+    if plugin not in PLUGIN_CHOICES:
+        raise ValueError(f"plugin={plugin!r} is not one of {PLUGIN_CHOICES}")
+    if plugin != AUTO:
+        return plugin == "on"
+    if params is not None:
+        return params.metadata.get("sampler") == "epd_plugin"
+    return kind == "ve"
 
 
 def run_grid(sigmas: torch.Tensor, params: EPDParams | None, tail: Tail) -> tuple[torch.Tensor, Tail]:
@@ -163,23 +191,28 @@ def plan_run(
     sigma_min: float | None = None,
     sigma_max: float | None = None,
     cfg: float | None = None,
+    plugin: PluginChoice | bool = False,
+    kind: Kind | None = None,
 ) -> RunPlan:
     """Decide tail, grid, table, form and AFS for one run on ``sigmas`` [N].
 
     form, tail: engine values or "auto" (resolve_form, resolve_tail). afs: None follows the
     table's flag (the default table's is on when sigma_max is given). sigma_min, sigma_max, cfg: what the host knows about the model and guider
     (None when unknown); with sigma_max, AFS is skipped unless the grid starts at pure noise.
+    plugin: on/off or "auto" (resolve_plugin), which reads ``kind``, the model's "ve" or "flow".
     """
     check_run_inputs(sigmas, num_points)
     grid, tail_rule = run_grid(sigmas, params, resolve_tail(tail, sigmas, sigma_min))
     grid_diff, rebased = 0.0, False
     if params is not None:
         params, grid_diff, rebased = fit_table(params, grid, tail_rule)
-    form_used = resolve_form(form, params, cfg)
+    use_plugin = resolve_plugin(plugin, params, kind)
+    form_used = resolve_form(form, params, cfg, use_plugin)
     if params is None:
         # The training-free table takes the analytical first step when the host can tell a pure-noise
         # start (it gives sigma_max): one model round saved, and every per-family benchmark row ran so.
         params = default_table(grid, num_points, form=form_used, afs=sigma_max is not None)
     wanted = params.afs if afs is None else bool(afs)
     skipped = wanted and sigma_max is not None and float(grid[0]) < sigma_max * (1.0 - AFS_REL_TOL)
-    return RunPlan(grid, params, form_used, wanted and not skipped, tail_rule, rebased, grid_diff, skipped)
+    afs_used = wanted and not skipped
+    return RunPlan(grid, params, form_used, afs_used, tail_rule, rebased, grid_diff, skipped, use_plugin)

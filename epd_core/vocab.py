@@ -55,6 +55,10 @@ TAIL_CHOICES: tuple[TailChoice, ...] = (AUTO, *TAILS)
 TABLE_KIND_CHOICES: tuple[TableKindChoice, ...] = (AUTO, *TABLE_KINDS)
 SCHEDULE_CHOICES = (AUTO, *SCHEDULE_NAMES)
 AFS_CHOICES = (AUTO, "on", "off")
+# EPD-Plugin (iPNDM jumps) or the plain EPD-Solver. "auto" follows a table's recorded sampler, else the plugin on
+# eps/v/EDM models and off on flow models (plan.resolve_plugin; measured per family in docs/benchmarks.md).
+PluginChoice = Literal["auto", "on", "off"]
+PLUGIN_CHOICES: tuple[PluginChoice, ...] = (AUTO, "on", "off")
 
 # K, the parallel points per step, is capped where the node widget caps it (nodes/types.py
 # num_points max): a batched step makes one model call of K x batch rows, so a K read from a

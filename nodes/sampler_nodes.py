@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from ..epd_core.vocab import AFS_CHOICES, DEFAULT_FORM_CHOICE, PARALLEL_CHOICES, SCHEDULE_CHOICES
+from ..epd_core.vocab import AFS_CHOICES, AUTO, DEFAULT_FORM_CHOICE, PARALLEL_CHOICES, PLUGIN_CHOICES, SCHEDULE_CHOICES
 from .comfy import sampling
 from .comfy.api import io
 from .options import CATEGORY
@@ -19,11 +19,13 @@ def sampler_inputs() -> list[io.Input]:
             "feed the sigmas from EPD Sigmas with the same table."
         ),
         num_points_input(),
-        io.Boolean.Input(
+        io.Combo.Input(
             "plugin",
-            default=False,
-            tooltip="EPD-Plugin: jump to the K points with iPNDM's Adams-Bashforth "
-            "extrapolation of past slopes instead of an Euler jump.",
+            options=list(PLUGIN_CHOICES),
+            default=AUTO,
+            tooltip="EPD-Plugin: jump to the K points with iPNDM's Adams-Bashforth extrapolation of past slopes "
+            "instead of an Euler jump. auto: as a connected table was made; without a table, on for SD1.5/SDXL/EDM "
+            "models and off for SD3/Flux (flow) models, as measured per model family.",
         ),
         io.Int.Input(
             "max_order",
@@ -31,7 +33,7 @@ def sampler_inputs() -> list[io.Input]:
             min=1,
             max=4,
             advanced=True,
-            tooltip="Highest Adams-Bashforth order of the plugin (1 = plain EPD jump). Used only when plugin is on.",
+            tooltip="Highest Adams-Bashforth order of the plugin (1 = plain EPD jump). Used only when the plugin runs.",
         ),
         form_input(),
         io.Combo.Input(
@@ -61,6 +63,16 @@ def sampler_inputs() -> list[io.Input]:
     ]
 
 
+def plugin_problem(plugin: str | bool) -> str | None:
+    """Why a plugin value is refused; None for a choice or the true/false of a workflow saved with the old checkbox.
+
+    Declaring validate_inputs(plugin) makes ComfyUI skip its own menu check for this input, so old workflows load.
+    """
+    if isinstance(plugin, bool) or plugin in PLUGIN_CHOICES:
+        return None
+    return f"plugin must be one of {list(PLUGIN_CHOICES)}, got {plugin!r}; pick one in EPD Sampler's plugin menu."
+
+
 class EPDSampler(io.ComfyNode):
     """SAMPLER for SamplerCustom / SamplerCustomAdvanced running EPD-Solver or EPD-Plugin."""
 
@@ -78,10 +90,14 @@ class EPDSampler(io.ComfyNode):
         )
 
     @classmethod
+    def validate_inputs(cls, plugin: str | bool = AUTO) -> bool | str:
+        return plugin_problem(plugin) or True
+
+    @classmethod
     def execute(
         cls,
         num_points: int = 2,
-        plugin: bool = False,
+        plugin: str | bool = AUTO,
         max_order: int = 3,
         form: str = DEFAULT_FORM_CHOICE,
         parallel: str = "auto",
@@ -91,8 +107,8 @@ class EPDSampler(io.ComfyNode):
         table: Any = None,
     ) -> io.NodeOutput:
         options = {"params": table, "num_points": num_points, "form": form, "parallel": parallel, "afs": afs}
-        order = max_order if plugin else 0
-        return io.NodeOutput(sampling.make_sampler(**options, chunk_size=chunk_size, tail=tail, max_order=order))
+        options |= {"plugin": plugin, "max_order": max_order, "chunk_size": chunk_size, "tail": tail}
+        return io.NodeOutput(sampling.make_sampler(**options))
 
 
 def sigmas_inputs() -> list[io.Input]:

@@ -154,7 +154,8 @@ class FamilySetting:
             "tail": "keep",
             "afs": "on",
             "parallel": "batched",
-            "max_order": 3 if config.plugin else 0,
+            "plugin": "on" if config.plugin else "off",
+            "max_order": 3,
         }
         return self.sample(self.pack.sample_epd_comfy, options, grid)
 

@@ -22,7 +22,7 @@ from ...epd_core import schedules
 from ...epd_core.params import EPDParams
 from ...epd_core.plan import RunPlan, plan_run, prepare_sigmas, resolve_tail
 from ...epd_core.solver import StepConfig, StepRow, run_rows, table_rows
-from ...epd_core.vocab import AFS_CHOICES, AUTO, DEFAULT_FORM_CHOICE, PARALLEL_CHOICES
+from ...epd_core.vocab import AFS_CHOICES, AUTO, DEFAULT_FORM_CHOICE, PARALLEL_CHOICES, PluginChoice
 from ..compat import table_mismatch
 from ..options import KSAMPLER_ENTRY_NAME
 
@@ -245,10 +245,10 @@ def afs_choice(afs: str) -> bool | None:
     return None if afs == AUTO else afs == "on"
 
 
-def report_plan(run: RunPlan, params: EPDParams | None, max_order: int) -> None:
+def report_plan(run: RunPlan, params: EPDParams | None) -> None:
     """Log what the plan changed or skipped: a re-based table, AFS off for img2img, option mismatches."""
     if params is not None:
-        warn_table_options(params, run.form, max_order)
+        warn_table_options(params, run.form, run.plugin)
     if run.rebased:
         log.warning(
             "%s: the sigmas differ from the table's grid (max |diff| %.3g); its positions are applied to the given "
@@ -261,12 +261,12 @@ def report_plan(run: RunPlan, params: EPDParams | None, max_order: int) -> None:
                  SAMPLER_NODE, float(run.sigmas[0]))  # fmt: skip
 
 
-def warn_table_options(params: EPDParams, form: str, max_order: int) -> None:
+def warn_table_options(params: EPDParams, form: str, plugin: bool) -> None:
     """One warning when the sampler's form or plugin setting differs from what the table was made for."""
     made_form, made_sampler = params.metadata.get("form"), params.metadata.get("sampler")
     if made_form not in (None, form):
         log.warning("%s: the table was made for form=%r but sampling uses form=%r.", SAMPLER_NODE, made_form, form)
-    used = "epd_plugin" if max_order else "epd"
+    used = "epd_plugin" if plugin else "epd"
     if made_sampler in ("epd", "epd_plugin") and made_sampler != used:
         log.warning(
             "%s: the table was made for sampler %r but the plugin setting gives %r.", SAMPLER_NODE, made_sampler, used
@@ -306,12 +306,14 @@ def sample_epd_comfy(
     chunk_size: int = 0,
     afs: str = "auto",
     tail: str = "auto",
-    max_order: int = 0,
+    plugin: PluginChoice | bool = AUTO,
+    max_order: int = 3,
     rows: list[StepRow] | None = None,
 ) -> torch.Tensor:
-    """Sampler function for comfy.samplers.KSAMPLER: EPD-Solver, or EPD-Plugin when max_order >= 1.
+    """Sampler function for comfy.samplers.KSAMPLER: EPD-Solver, or EPD-Plugin (iPNDM jumps up to ``max_order``).
 
-    Options as the EPD Sampler node sets them. Every path
+    Options as the EPD Sampler node sets them; ``plugin`` "auto" decides from the table and the model's
+    kind (epd_core.plan.resolve_plugin). Every path
     samples here (EPD Sampler, the KSampler entry, RL rollouts), so all get the same
     interrupt, progress, mask and parallel handling. ``rows``: per-image table rows [K, B]
     (RL rollouts draw a table per image) used in place of ``params``' own, on its grid.
@@ -325,12 +327,13 @@ def sample_epd_comfy(
     try:
         run = plan_run(sigmas, params, num_points=num_points, form=form, tail=tail, afs=afs_choice(afs),
                        sigma_min=float(model_sampling.sigma_min), sigma_max=float(model_sampling.sigma_max),
-                       cfg=guider_cfg(model))  # fmt: skip
+                       cfg=guider_cfg(model), plugin=plugin, kind=kind_of(model_sampling))  # fmt: skip
     except ValueError as err:
         raise ValueError(f"{SAMPLER_NODE}: {err}") from err
-    report_plan(run, params, max_order)
+    report_plan(run, params)
     denoiser, mode = points_denoiser(parallel, model, extra_args, x.shape[0])
-    config = StepConfig(kind_of(model_sampling), run.form, run.afs, max(max_order, 1), mode, chunk_size)
+    order = max_order if run.plugin else 1  # 1: the plain EPD-Solver's Euler jump
+    config = StepConfig(kind_of(model_sampling), run.form, run.afs, order, mode, chunk_size)
     report = step_callback(callback, len(sigmas) - 1, len(run.sigmas) - 1)
     step_rows = table_rows(run.params) if rows is None else rows
     try:

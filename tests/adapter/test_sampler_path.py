@@ -223,9 +223,23 @@ def test_table_for_a_flow_model_is_refused_on_an_eps_model():
 
 def test_plugin_runs_and_differs_from_plain():
     ms = fakes.model_sampling()
-    plain, _, _ = sample(ms, steps=8)
-    plugin, records, _ = sample(ms, steps=8, max_order=3)
+    plain, _, _ = sample(ms, steps=8, plugin="off")
+    plugin, records, _ = sample(ms, steps=8, plugin="on", max_order=3)
     assert len(records) == 7 and not torch.allclose(plain, plugin)
+
+
+@pytest.mark.parametrize(
+    ("schedule", "prediction", "params", "expected"),
+    [("ModelSamplingDiscrete", "EPS", {}, "on"), ("ModelSamplingDiscreteFlow", "CONST", {"shift": 3.0}, "off")],
+    ids=["sd-eps", "sd3-flow"],
+)
+def test_plugin_auto_is_on_for_eps_and_off_for_flow(schedule, prediction, params, expected):
+    ms = fakes.model_sampling(schedule, prediction, **params)
+    sigmas = comfy.samplers.calculate_sigmas(ms, "simple", 6).double()
+    runs = {choice: sample(ms, sigmas=sigmas, plugin=choice)[0] for choice in ("auto", "on", "off")}
+    assert_close(runs["auto"], runs[expected], atol=0.0, rtol=0.0)
+    assert not torch.allclose(runs["on"], runs["off"])
+    assert_close(sample(ms, sigmas=sigmas, plugin=expected == "on")[0], runs["auto"], atol=0.0, rtol=0.0)
 
 
 def test_inputs_untouched_and_dtype_kept():
@@ -290,12 +304,16 @@ def test_tail_auto_drops_only_the_models_own_sigma_min():
     assert len(records) == 4, "a grid without ComfyUI's sigma_min tail is used as given"
 
 
-@pytest.mark.parametrize(("cfg", "expected"), [(1.0, "direction"), (3.0, "data"), (7.5, "data")])
-def test_form_auto_follows_the_guidance_scale(cfg, expected):
-    # Measured (docs/benchmarks.md): direction wins without guidance, only data stays stable with CFG.
+@pytest.mark.parametrize(
+    ("cfg", "plugin", "expected"),
+    [(1.0, "off", "direction"), (3.0, "off", "data"), (7.5, "off", "data"), (1.0, "on", "data"), (1.0, "auto", "data")],
+)
+def test_form_auto_follows_the_guidance_scale_and_plugin(cfg, plugin, expected):
+    # Measured (docs/benchmarks.md): direction wins without guidance, only data stays stable with CFG, and the
+    # plugin's jumps need the data form (auto turns the plugin on for this eps model).
     ms = fakes.model_sampling()
-    auto, _, _ = sample(ms, cfg=cfg, form="auto")
-    explicit, _, _ = sample(ms, cfg=cfg, form=expected)
+    auto, _, _ = sample(ms, cfg=cfg, form="auto", plugin=plugin)
+    explicit, _, _ = sample(ms, cfg=cfg, form=expected, plugin=plugin)
     assert_close(auto, explicit, **TIGHT)
 
 

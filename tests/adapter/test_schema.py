@@ -187,6 +187,13 @@ def test_defaults_come_from_one_place(node_list):
     assert by_id["tail"].options == ["auto", "drop", "stop", "keep"] and by_id["tail"].default == "auto"
     assert "sigma_min" in by_id["tail"].tooltip and "dpm_2" in by_id["tail"].tooltip
     assert by_id["table"].optional and by_id["table"].io_type == "EPD_TABLE"
+    assert by_id["plugin"].options == ["auto", "on", "off"] and by_id["plugin"].default == "auto"
+
+
+def test_sampler_accepts_the_old_plugin_checkbox(node_list):
+    sampler = next(c for c in node_list if c.GET_SCHEMA().node_id == "EPD_Sampler")
+    assert all(sampler.validate_inputs(plugin=v) is True for v in (True, False, "auto", "on", "off"))
+    assert "plugin must be one of ['auto', 'on', 'off'], got 'yes'" in sampler.validate_inputs(plugin="yes")
 
 
 def test_node_classes_are_small():

@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from epd_core import schedules, vocab  # tests/test_layers.py checks that epd_core never imports ComfyUI
-from epd_core.plan import plan_run, prepare_sigmas, resolve_form, resolve_tail
+from epd_core.plan import plan_run, prepare_sigmas, resolve_form, resolve_plugin, resolve_tail
 from epd_core.tables import default_table
 
 F64 = torch.float64
@@ -38,6 +38,8 @@ def test_form_auto_follows_the_table_then_cfg() -> None:
     assert resolve_form("auto", None, 1.0) == "direction"
     assert resolve_form("auto", None, 7.5) == "data"
     assert resolve_form("auto", None, None) == "data"
+    assert resolve_form("auto", None, 1.0, plugin=True) == "data"  # the plugin's jumps need the data form
+    assert resolve_form("auto", table, 1.0, plugin=True) == "direction"
     assert resolve_form("data", table, 1.0) == "data"
     with pytest.raises(ValueError, match=r"form='euler' is not one of \('auto', 'direction', 'data'\)"):
         resolve_form("euler", None, None)  # type: ignore[arg-type]
@@ -75,6 +77,21 @@ def test_plan_step_count_mismatch_has_one_text() -> None:
     table = default_table(COMFY[:3], 2)  # 2 steps
     with pytest.raises(ValueError, match=r"EPD table has 2 steps but the sigmas give 3 \(tail='drop'\); feed"):
         plan_run(COMFY, table, tail="auto", sigma_min=0.1)
+
+
+def test_plugin_auto_follows_the_table_then_the_model_kind() -> None:
+    plain = default_table(COMFY[:-1], 2)  # no recorded sampler: EPD Distill and RL Tune tables
+    plugin_table = plain.replace(metadata={"sampler": "epd_plugin"})
+    assert resolve_plugin("auto", None, "ve") and not resolve_plugin("auto", None, "flow")
+    assert not resolve_plugin("auto", None, None)  # unknown model: the plain solver
+    assert not resolve_plugin("auto", plain, "ve") and resolve_plugin("auto", plugin_table, "flow")
+    assert resolve_plugin("on", plain, "flow") and not resolve_plugin("off", plugin_table, "ve")
+    assert resolve_plugin(True, None, "flow") and not resolve_plugin(False, None, "ve")  # a checkbox-era workflow
+    assert plan_run(COMFY, plugin="auto", kind="ve").plugin and not plan_run(COMFY).plugin
+    assert plan_run(COMFY, form="auto", plugin="auto", kind="ve", cfg=1.0).form == "data"
+    assert plan_run(COMFY, form="auto", plugin="auto", kind="flow", cfg=1.0).form == "direction"
+    with pytest.raises(ValueError, match=r"plugin='yes' is not one of \('auto', 'on', 'off'\)"):
+        resolve_plugin("yes", None, "ve")  # type: ignore[arg-type]
 
 
 def test_plan_refuses_a_grid_that_does_not_decrease() -> None:
