@@ -16,8 +16,34 @@ LATENTS_TOOLTIP = ("Clean reference latents: VAE-encoded images, or the model's 
 START_TOOLTIP = "The fitted start distribution from EPD Fit Start Distribution (it carries sigma*)."
 
 
+FAMILY_TOOLTIP = ("gaussian: full covariance (needs more latents than dimensions); diagonal: per-element variance; "
+                  "lowrank: top-rank principal directions plus a floor; gmm: diagonal Gaussian mixture fitted by EM; "
+                  "normalizing_flow: a small coupling flow on the top-rank principal directions, trained on noised "
+                  "latents for flow_steps Adam steps (seconds), a floor on the rest.")  # fmt: skip
+
+
+def fit_inputs() -> list:
+    """EPD Fit Start Distribution's inputs; new ones are appended (saved workflows keep their widget order)."""
+    return [
+        io.Model.Input("model", tooltip=MODEL_TOOLTIP),
+        io.Latent.Input("latents", tooltip=LATENTS_TOOLTIP),
+        io.Float.Input("sigma_star", default=1.0, min=0.0001, max=1000.0, step=0.001,
+                       tooltip="sigma* on the model's own scale (0..1 for flow models). Sampling starts "
+                       "here; EPD Suggest Sigma* proposes one."),
+        io.Combo.Input("family", options=list(FAMILIES), default="diagonal", tooltip=FAMILY_TOOLTIP),
+        io.Int.Input("rank", default=8, min=1, max=1024, advanced=True,
+                     tooltip="lowrank: directions kept; normalizing_flow: principal directions the flow models "
+                     "(at least 2, at most the latent count - 1)."),
+        io.Int.Input("components", default=4, min=1, max=64, advanced=True, tooltip="gmm: components."),
+        io.Int.Input("seed", default=0, min=0, max=2**31 - 1, advanced=True,
+                     tooltip="gmm: EM seeding; normalizing_flow: initialisation, minibatches and noise."),
+        io.Int.Input("flow_steps", default=300, min=10, max=20000, advanced=True, optional=True,
+                     tooltip="normalizing_flow: Adam steps of 256 noised latents each."),
+    ]  # fmt: skip
+
+
 class EPDFitStart(io.ComfyNode):
-    """EPD_START_MODEL: a Gaussian, low-rank or GMM model of the data, noised at sigma* in closed form."""
+    """EPD_START_MODEL: a Gaussian, low-rank, GMM or small-flow model of the data, noised at sigma*."""
 
     @classmethod
     def define_schema(cls) -> io.Schema:
@@ -26,28 +52,17 @@ class EPDFitStart(io.ComfyNode):
             display_name="EPD Fit Start Distribution",
             category=CATEGORY,
             description="Skip the middle (Fassina et al. 2026): fit a light model of the data to reference latents "
-            "and add the noise of sigma* in closed form, so sampling can start at sigma* instead of sigma_max.",
-            inputs=[
-                io.Model.Input("model", tooltip=MODEL_TOOLTIP),
-                io.Latent.Input("latents", tooltip=LATENTS_TOOLTIP),
-                io.Float.Input("sigma_star", default=1.0, min=0.0001, max=1000.0, step=0.001,
-                               tooltip="sigma* on the model's own scale (0..1 for flow models). Sampling starts "
-                               "here; EPD Suggest Sigma* proposes one."),
-                io.Combo.Input("family", options=list(FAMILIES), default="diagonal",
-                               tooltip="gaussian: full covariance (needs more latents than dimensions); diagonal: "
-                               "per-element variance; lowrank: top-rank principal directions plus a floor; gmm: "
-                               "diagonal Gaussian mixture fitted by EM."),
-                io.Int.Input("rank", default=8, min=1, max=1024, advanced=True, tooltip="lowrank: directions kept."),
-                io.Int.Input("components", default=4, min=1, max=64, advanced=True, tooltip="gmm: components."),
-                io.Int.Input("seed", default=0, min=0, max=2**31 - 1, advanced=True, tooltip="gmm: EM seeding."),
-            ],
+            "and add the noise of sigma* (in closed form, or by training a small normalizing flow on noised "
+            "latents), so sampling can start at sigma* instead of sigma_max.",
+            inputs=fit_inputs(),
             outputs=[EPDStartModel.Output(display_name="start_model", tooltip=START_TOOLTIP)],
-        )  # fmt: skip
+        )
 
     @classmethod
     def execute(cls, model: Any, latents: dict, sigma_star: float, family: str = "diagonal", rank: int = 8,
-                components: int = 4, seed: int = 0) -> io.NodeOutput:  # fmt: skip
-        fitted = skip.fit(model, latents, sigma_star, family, rank=rank, components=components, seed=seed)
+                components: int = 4, seed: int = 0, flow_steps: int = 300) -> io.NodeOutput:  # fmt: skip
+        fitted = skip.fit(model, latents, sigma_star, family, rank=rank, components=components, seed=seed,
+                          steps=flow_steps)  # fmt: skip
         return io.NodeOutput(fitted)
 
 

@@ -12,7 +12,9 @@ from dataclasses import dataclass
 
 import torch
 
-FAMILIES = ("gaussian", "diagonal", "lowrank", "gmm")
+from .flow import FlowStart, fit_flow
+
+FAMILIES = ("gaussian", "diagonal", "lowrank", "gmm", "normalizing_flow")
 MAX_FULL_DIM = 4096  # a full covariance is D x D float64: 128 MiB at this size
 
 
@@ -50,6 +52,9 @@ def _check(data: torch.Tensor, family: str, rank: int, components: int) -> None:
                          "choose 'lowrank' or 'diagonal'")  # fmt: skip
     if family == "lowrank" and not 1 <= rank < n:
         raise ValueError(f"rank must be between 1 and the sample count - 1 = {n - 1}, got {rank}")
+    if family == "normalizing_flow" and (rank < 2 or n < 3 or d < 2):
+        raise ValueError(f"a normalizing flow needs rank >= 2, at least 3 samples and dimension >= 2; got rank "
+                         f"{rank}, {n} samples of dimension {d}; choose 'diagonal' for fewer")  # fmt: skip
     if family == "gmm" and n < 2 * components:
         raise ValueError(f"a GMM with {components} components needs at least {2 * components} samples, got {n}; "
                          "lower components or choose 'diagonal'")  # fmt: skip
@@ -108,15 +113,21 @@ def _gmm(x: torch.Tensor, components: int, iters: int, generator: torch.Generato
 
 def fit_start(
     data: torch.Tensor, sigma_ve: float, family: str = "diagonal", *, rank: int = 8, components: int = 4,
-    iters: int = 50, seed: int = 0,
-) -> StartModel:  # fmt: skip
-    """Fit ``family`` to clean samples data [n, *shape] and noise it at VE sigma ``sigma_ve`` (float64)."""
+    iters: int = 50, seed: int = 0, steps: int = 300,
+) -> StartModel | FlowStart:  # fmt: skip
+    """Fit ``family`` to clean samples data [n, *shape] and noise it at VE sigma ``sigma_ve`` (float64).
+
+    rank: lowrank and normalizing_flow; components and iters: gmm; seed: gmm and normalizing_flow;
+    steps: normalizing_flow's Adam steps (flow.py).
+    """
     if not (math.isfinite(sigma_ve) and sigma_ve > 0):
         raise ValueError(f"sigma* must be a positive finite VE sigma, got {sigma_ve}")
     if data.ndim < 2 or data.shape[0] == 0:
         raise ValueError(f"no reference samples: got a tensor of shape {tuple(data.shape)}")
     x = data.detach().to("cpu", torch.float64).flatten(1)
     _check(x, family, rank, components)
+    if family == "normalizing_flow":
+        return fit_flow(x, tuple(data.shape[1:]), float(sigma_ve), rank=rank, steps=steps, seed=seed)
     if family == "gaussian":
         parts = _gaussian(x)
     elif family == "diagonal":

@@ -13,6 +13,7 @@ from typing import Literal
 import torch
 
 from .fit import StartModel
+from .flow import FlowStart, sample_flow
 
 Kind = Literal["ve", "flow"]
 
@@ -32,10 +33,12 @@ def latent_scale(sigma: float, kind: Kind) -> float:
 
 
 @torch.no_grad()
-def sample_start(model: StartModel, batch: int, generator: torch.Generator) -> torch.Tensor:
-    """VE-scaled draws y [batch, *shape] (float64): pick a component, then mean + sqrt(var) z1 + W z2."""
+def sample_start(model: StartModel | FlowStart, batch: int, generator: torch.Generator) -> torch.Tensor:
+    """VE-scaled draws y [batch, *shape] (float64): pick a component, then mean + sqrt(var) z1 + W z2 (or the flow)."""
     if batch < 1:
         raise ValueError(f"batch must be at least 1, got {batch}")
+    if isinstance(model, FlowStart):
+        return sample_flow(model, batch, generator)
     comp = torch.multinomial(torch.softmax(model.log_weights, 0), batch, replacement=True, generator=generator)
     d, r = model.factors.shape[1:]
     z1 = torch.randn(batch, d, generator=generator, dtype=torch.float64)

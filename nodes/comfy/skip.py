@@ -15,13 +15,14 @@ import torch
 
 from ...epd_core.skip import fit_start, latent_scale, sample_start, suggest_sigma_star, truncate_sigmas, ve_sigma
 from ...epd_core.skip.fit import StartModel
+from ...epd_core.skip.flow import FlowStart
 from .sampling import kind_of
 
 
 class FittedStart(NamedTuple):
     """The EPD_START_MODEL value: the fitted model, sigma* on the model's own scale, and its kind."""
 
-    model: StartModel
+    model: StartModel | FlowStart
     sigma: float
     kind: str
 

@@ -85,7 +85,7 @@ EXPECTED = {
     "EPD_ScoreImages": ("EPD Score Images", ["images", "reward", "prompt"], ["FLOAT", "STRING"]),
     "EPD_FitStart": (
         "EPD Fit Start Distribution",
-        ["model", "latents", "sigma_star", "family", "rank", "components", "seed"],
+        ["model", "latents", "sigma_star", "family", "rank", "components", "seed", "flow_steps"],
         ["EPD_START_MODEL"],
     ),
     "EPD_SampleStart": ("EPD Sample Start Latent", ["model", "start_model", "batch_size", "seed"], ["LATENT"]),

@@ -40,7 +40,7 @@ def test_full_gaussian_start_is_the_noised_data_distribution():
 def test_every_family_keeps_mean_and_total_variance(family):
     # Each family matches the mean; diagonal, lowrank (rank 3 + floor) and GMM keep the per-axis variance.
     s = 0.3
-    model = fit_start(gauss(4000).reshape(4000, 2, 2), s, family, rank=3, components=3)
+    model = fit_start(gauss(4000).reshape(4000, 2, 2), s, family, rank=3, components=3, steps=100)
     y = sample_start(model, 20000, torch.Generator().manual_seed(2))
     assert y.shape == (20000, 2, 2)
     mean, cov = moments(y)
@@ -102,7 +102,7 @@ def test_suggested_sigma_star_sits_where_two_clusters_merge():
         (3, "gaussian", {}, r"more samples than dimensions: got 3 samples of dimension 4.*'lowrank'.*'diagonal'"),
         (5, "lowrank", {"rank": 5}, "rank must be between 1 and .* 4, got 5"),
         (5, "gmm", {"components": 3}, "needs at least 6 samples, got 5.*'diagonal'"),
-        (5, "normalizing_flow", {}, "unknown family 'normalizing_flow'; choose one of gaussian"),
+        (5, "tarflow", {}, "unknown family .tarflow.; choose one of gaussian.*normalizing_flow"),
     ],
 )
 def test_bad_input_is_rejected_with_the_fix(n, family, options, message):
