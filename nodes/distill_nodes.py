@@ -51,7 +51,12 @@ def distill_inputs() -> list[io.Input]:
         num_points_input(),
         form_input(for_table=True),
         io.Combo.Input(
-            "schedule", options=list(SCHEDULE_CHOICES), default="time_uniform", tooltip="Student grid (ends in 0)."
+            "schedule",
+            options=list(SCHEDULE_CHOICES),
+            default="auto",
+            tooltip="Student grid (ends in 0). auto: EPD Sigmas' grid for the model family (flow_uniform on SD3/Flux, "
+            "polynomial otherwise), which kept the worst distilled table per family at 1.40x the best built-in "
+            "against 1.94x for time_uniform.",
         ),
         io.Combo.Input("teacher", options=list(TEACHERS), default="dpm_2", tooltip="High-accuracy teacher solver."),
         io.Int.Input(
