@@ -87,6 +87,8 @@ def test_the_expected_workflows_ship() -> None:
     names = {p.name for p in EXAMPLES}
     assert names == {
         "SD1.5 text to image.json",
+        "SDXL text to image.json",
+        "SD1.5 EPD-Plugin.json",
         "SD1.5 Lagrange sampler.json",
         "SD3 text to image.json",
         "Keep a table in a file or the workflow.json",
