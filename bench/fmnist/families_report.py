@@ -20,11 +20,16 @@ from typing import Any
 # each family: the direction form with its Gauss-Legendre table at cfg 1, the data form with the uniform
 # table with guidance; grid polynomial (= ComfyUI's karras) or, for flow, flow_uniform (= ComfyUI's simple
 # up to its 1000-step rounding). Keep in step with nodes/comfy/sampling.auto_schedule and epd_core/plan.py.
+PLAIN_EDM_EPS = ("EPD K2 direction gauss_legendre karras", "EPD K2 data uniform karras")
+# (cfg 1 row, guided row): what EPD Sampler's auto settings run, per family. "auto" rows ran on EPD Sigmas'
+# auto grid (polynomial = karras for these two); flow's auto grid is flow_uniform = ComfyUI's simple.
 DEFAULT_ROWS = {
-    "edm": ("EPD K2 direction gauss_legendre karras", "EPD K2 data uniform karras"),
-    "eps": ("EPD K2 direction gauss_legendre karras", "EPD K2 data uniform karras"),
+    "edm": ("EPD-Plugin K2 data uniform auto", "EPD-Plugin K2 data uniform auto"),
+    "eps": ("EPD-Plugin K2 data uniform auto", "EPD-Plugin K2 data uniform auto"),
     "flow": ("EPD K2 direction gauss_legendre simple", "EPD K2 data uniform simple"),
 }
+# The defaults before plugin "auto" (2026-12-03), kept in the table for comparison.
+EARLIER_DEFAULT_ROWS = {"edm": PLAIN_EDM_EPS, "eps": PLAIN_EDM_EPS}
 FAMILY_TITLES = {"eps": "EPS, SD1.5 discrete schedule", "edm": "EDM (continuous)", "flow": "flow, shift 3 (SD3)"}
 
 
@@ -46,7 +51,9 @@ def best(errors: dict[str, float], epd: bool) -> tuple[str, float] | None:
     return name, mine[name]
 
 
-def family_table(results: dict[str, Any], default_rows: tuple[str, str]) -> list[str]:
+def family_table(
+    results: dict[str, Any], default_rows: tuple[str, str], earlier: tuple[str, str] | None = None
+) -> list[str]:
     cfgs = results["cfgs"]
     base = cfgs.get("1.0", {}).get("rows", {})
     rounds = sorted({int(r) for row in base.values() for r in row})
@@ -59,21 +66,26 @@ def family_table(results: dict[str, Any], default_rows: tuple[str, str]) -> list
         errors = cells(cfgs[cfg]["rows"], r)
         peers.append((best(errors, False), errors))
     lines.append("| best built-in | " + " | ".join(_peer(p) for p, _ in peers) + " |")
-    names = ["default", "best EPD searched"] + sorted(
+    labelled = {"default": default_rows} | ({"earlier default": earlier} if earlier else {})
+    names = [*labelled, "best EPD searched"] + sorted(
         {n for block in cfgs.values() for n in block["rows"] if "distilled" in n}
     )
     for name in names:
         out = []
         for (cfg, _), (peer, errors) in zip(columns, peers):
-            if name == "default":
-                row = default_rows[0] if cfg == "1.0" else default_rows[1]
+            if name in labelled:
+                row = labelled[name][0] if cfg == "1.0" else labelled[name][1]
                 out.append(_ratio(errors[row], peer) if row in errors else "-")
             elif name == "best EPD searched":
                 found = best(errors, True)
                 out.append(_ratio(found[1], peer) + f" ({found[0][4:]})" if found else "-")
             else:
                 out.append(_ratio(errors[name], peer) if name in errors else "-")
-        label = "EPD training-free default (node defaults)" if name == "default" else name
+        label = {
+            "default": "EPD training-free default (node defaults)",
+            "earlier default": "earlier default (plugin off)",
+        }
+        label = label.get(name, name)
         lines.append(f"| {label} | " + " | ".join(out) + " |")
     return lines
 
@@ -100,7 +112,7 @@ def main(argv: list[str] | None = None) -> None:
                 for name, row in block["rows"].items():
                     results["cfgs"].setdefault(cfg, {"rows": {}})["rows"].setdefault(name, {}).update(row)
         print(f"\n### {FAMILY_TITLES[family]}\n")  # noqa: T201 (the report)
-        print("\n".join(family_table(results, default_rows)))  # noqa: T201
+        print("\n".join(family_table(results, default_rows, EARLIER_DEFAULT_ROWS.get(family))))  # noqa: T201
 
 
 if __name__ == "__main__":
