@@ -194,7 +194,7 @@ def build_sd15_checkpoint(folder: Path, seed: int = 0) -> list[str]:
 
 
 def build_sdxl_checkpoint(folder: Path, seed: int = 0) -> list[str]:
-    """One SDXL-class checkpoint (UNet + CLIP-L + CLIP-G + VAE) for CheckpointLoaderSimple, about 1.7 GB."""
+    """One SDXL-class checkpoint (UNet + CLIP-L + CLIP-G + VAE) for CheckpointLoaderSimple, about 2 GB."""
     from comfy.ldm.modules.diffusionmodules.openaimodel import UNetModel
 
     gen = torch.Generator().manual_seed(seed)

@@ -77,7 +77,7 @@ def real_model_files(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple
     """The random-weight files, built once per session: (folder, {models subfolder: names})."""
     folder = tmp_path_factory.mktemp("real_models")
     yield folder, real_models.build_all(folder)
-    shutil.rmtree(folder)  # about 2.9 GB; pytest would keep the last three sessions' copies
+    shutil.rmtree(folder)  # about 2.8 GB; pytest would keep the last three sessions' copies
 
 
 @pytest.fixture(scope="module")
