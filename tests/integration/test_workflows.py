@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import torch
 from comfy_server import Server, running_server
 from ui_prompt import (
     FRONTEND_ONLY,
@@ -200,3 +201,24 @@ def test_toy_workflow_runs_on_cpu(server: Server, object_info: dict[str, Any]) -
     latent = load_file(str(path))["latent_tensor"]
     assert tuple(latent.shape) == (2, 4, 4, 4) and bool(latent.isfinite().all())
     assert float(latent.abs().max()) < 2.0  # digits scaled to [-1, 1], not the sigma-80 noise it started from
+
+
+def test_a_workflow_saved_with_the_old_plugin_checkbox_still_runs(server: Server, object_info: dict[str, Any]) -> None:
+    """plugin was a checkbox before it became auto/on/off: true/false must pass validation and mean on/off."""
+    pytest.importorskip("sklearn", reason="the toy model fits a mixture to sklearn's digits")
+    from safetensors.torch import load_file
+
+    workflow = json.loads(TOY.read_text(encoding="utf-8"))
+    sampler = next(str(n["id"]) for n in workflow["nodes"] if n["type"] == "EPD_Sampler")
+    save = next(str(n["id"]) for n in workflow["nodes"] if n["type"] == "SaveLatent")
+    latents = {}
+    for value in (False, "off"):
+        prompt = to_api_prompt(workflow, object_info)
+        prompt[sampler]["inputs"]["plugin"] = value
+        result = server.run(prompt)
+        assert result["status"]["status_str"] == "success", json.dumps(result["status"])[-3000:]
+        saved = result["outputs"][save]["latents"][0]
+        latents[value] = load_file(str(server.base / "output" / saved["subfolder"] / saved["filename"]))[
+            "latent_tensor"
+        ]
+    assert torch.equal(latents[False], latents["off"])
