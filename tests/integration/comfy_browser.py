@@ -71,12 +71,42 @@ BOUNDS = """() => {
 FOCUS = "() => window.app.extensionManager.command.execute('Workspace.ToggleFocusMode')"
 # The Vue node renderer ("Modern Node Design") instead of the LiteGraph canvas (frontend 1.41 setting id).
 VUE_NODES = "Comfy.VueNodes.Enabled"
-# Every node's box: from the DOM under the Vue renderer (page pixels), else LiteGraph's boundingRect (graph units).
-NODE_BOXES = """() => {
-  const vue = [...document.querySelectorAll('[data-node-id]')];
-  const title = (id) => { const n = window.app.graph.getNodeById(Number(id)); return n ? `${n.id} ${n.title}` : id; };
-  if (vue.length) return vue.map((el) => { const r = el.getBoundingClientRect(); return [title(el.dataset.nodeId), r.x, r.y, r.width, r.height]; });
-  return window.app.graph.nodes.map((n) => [title(n.id), ...n.boundingRect]);
+# Every node's box as drawn, title bar included, once the layout has settled: the same boxes two animation
+# frames apart, after the fonts load (the Vue renderer sizes nodes from their text). Under the Vue renderer
+# the node element in page pixels, grown by every visible descendant: the "Show advanced inputs" button and
+# the border hang below the element, absolutely placed. A scrolling or clipping element counts only its own
+# box, and opacity-0 resize handles not at all. Under LiteGraph, boundingRect (graph units), which starts
+# at the title bar above node.pos.
+NODE_BOXES = """async (vue) => {
+  const label = (id) => { const n = window.app.graph.getNodeById(Number(id)); return n ? `${n.id} ${n.title}` : id; };
+  const frame = () => new Promise((r) => requestAnimationFrame(r));
+  const drawn = (el, box) => {
+    const style = getComputedStyle(el);
+    if (style.display === "none" || style.visibility === "hidden" || style.opacity === "0") return box;
+    const r = el.getBoundingClientRect();
+    if (r.width && r.height) box = [Math.min(box[0], r.left), Math.min(box[1], r.top), Math.max(box[2], r.right), Math.max(box[3], r.bottom)];
+    if (style.overflow !== "visible") return box;
+    for (const child of el.children) box = drawn(child, box);
+    return box;
+  };
+  const measure = () => {
+    if (!vue) return window.app.graph.nodes.map((n) => [label(n.id), ...n.boundingRect]);
+    const nodes = [...document.querySelectorAll("[data-node-id]")].filter((el) => !el.parentElement.closest("[data-node-id]"));
+    return nodes.map((el) => {
+      const [x0, y0, x1, y1] = drawn(el, [Infinity, Infinity, -Infinity, -Infinity]);
+      return [label(el.dataset.nodeId), x0, y0, x1 - x0, y1 - y0];
+    });
+  };
+  await document.fonts.ready;
+  let before = JSON.stringify(measure());
+  for (let i = 0; i < 50; i++) {
+    await frame();
+    await frame();
+    const now = JSON.stringify(measure());
+    if (now === before) return JSON.parse(now);
+    before = now;
+  }
+  throw new Error(`node boxes still changing: ${before}`);
 }"""
 
 
@@ -148,8 +178,11 @@ class BrowserApp:
         self.close_dialogs()
 
     def overlaps(self, margin: float = 1.0) -> list[tuple[str, str]]:
-        """Pairs of nodes whose boxes overlap by more than ``margin`` in both directions."""
-        boxes = self.page.evaluate(NODE_BOXES)
+        """Pairs of nodes whose boxes as drawn (see NODE_BOXES) overlap by more than ``margin`` both ways.
+
+        ``margin`` (page pixels under Vue, graph units under LiteGraph) only lets edges touch.
+        """
+        boxes = self.page.evaluate(NODE_BOXES, self.renderer == "vue")
         return [
             (a[0], b[0])
             for i, a in enumerate(boxes)

@@ -8,7 +8,8 @@ Under each:
 - every EPD node's help page is where the frontend asks first (``docs/<node id>/en.md``: no 404);
 - every workflows/*.json loads with ``app.loadGraphData``, as opening the file does, with no missing-node
   dialog, no unregistered node type, no console error or warning or page error from the pack's files, and no
-  two nodes overlapping (LiteGraph's bounding boxes, or the node elements' boxes under Vue);
+  two nodes overlapping as drawn, title bars included (LiteGraph's bounding boxes; under Vue the node
+  elements' boxes with everything visible that hangs out of them, such as "Show advanced inputs");
 - EPD Distill trains on the toy model from a queued prompt; the chart fills on its own node, a duplicated
   workflow tab opened meanwhile (same node ids and types) gets none of it, the curve is complete when its tab
   comes back, and an immediate reload keeps it; after Cancel the chart shows and keeps the final curve;
@@ -201,8 +202,7 @@ def test_workflow_loads_cleanly_and_nothing_overlaps(app: BrowserApp, workflow: 
     result = app.load(workflow)
     dialogs = app.dialogs()
     app.close_dialogs()
-    app.page.wait_for_timeout(300)  # the Vue renderer lays nodes out after the load
-    overlaps = app.overlaps()
+    overlaps = app.overlaps()  # waits until the Vue renderer's layout has settled
     app.screenshot(shots / f"{app.renderer}_{workflow.stem}.png")
     if workflow.stem == "SD1.5 text to image":
         app.fit_view()
