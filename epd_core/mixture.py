@@ -133,3 +133,40 @@ def two_blobs(labels: tuple[int, int] = (0, 0)) -> GaussianMixture:
         eigvals=torch.full((2, 4), 0.01, dtype=torch.float64),
         labels=torch.tensor(labels),
     )
+
+
+def _gamma_quantile(shape: float, p: torch.Tensor) -> torch.Tensor:
+    """Quantiles of Gamma(shape, rate shape) at probabilities p (float64), by bisection on the regularized CDF."""
+    a = torch.tensor(shape, dtype=torch.float64)
+    lo, hi = torch.zeros_like(p), torch.full_like(p, 1e3)
+    for _ in range(200):
+        mid = 0.5 * (lo + hi)
+        below = torch.special.gammainc(a, shape * mid) < p
+        lo, hi = torch.where(below, mid, lo), torch.where(below, hi, mid)
+    return 0.5 * (lo + hi)
+
+
+def student_t_mixture(
+    dim: int = 16, centres: int = 4, df: float = 3.0, scale: float = 0.3, spread: float = 4.0, levels: int = 32,
+    seed: int = 0,
+) -> GaussianMixture:  # fmt: skip
+    """A heavy-tailed mixture with an exact denoiser: ``centres`` multivariate Student-t's as Gaussian scale mixtures.
+
+    A Student-t with ``df`` degrees of freedom is N(mu, scale^2 / tau I) with precision tau ~ Gamma(df / 2,
+    rate df / 2). tau is replaced by ``levels`` equal-probability quantile midpoints, so each centre is
+    ``levels`` Gaussians of equal weight with the same mean: a finite GaussianMixture, whose denoiser is
+    exact for this distribution. Its tails are polynomial up to the widest level (scale / sqrt(tau_min),
+    ~4.4 scale for df 3 and 32 levels). Centres are random N(0, (spread^2 / dim) I), so |mu| ~ spread.
+    """
+    gen = torch.Generator().manual_seed(seed)
+    mus = torch.randn(centres, dim, generator=gen, dtype=torch.float64) * spread / math.sqrt(dim)
+    p = (torch.arange(levels, dtype=torch.float64) + 0.5) / levels
+    var = scale**2 / _gamma_quantile(df / 2, p)  # [levels]
+    eye = torch.eye(dim, dtype=torch.float64)
+    return GaussianMixture(
+        log_weights=torch.full((centres * levels,), -math.log(centres * levels), dtype=torch.float64),
+        means=mus.repeat_interleave(levels, 0),
+        eigvecs=eye.expand(centres * levels, dim, dim).clone(),
+        eigvals=var.repeat(centres)[:, None].expand(-1, dim).clone(),
+        labels=torch.arange(centres).repeat_interleave(levels),
+    )
