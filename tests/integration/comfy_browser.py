@@ -76,7 +76,7 @@ VUE_NODES = "Comfy.VueNodes.Enabled"
 # the node element in page pixels, grown by every visible descendant: the "Show advanced inputs" button and
 # the border hang below the element, absolutely placed. A scrolling or clipping element counts only its own
 # box, and opacity-0 resize handles not at all. Under LiteGraph, boundingRect (graph units), which starts
-# at the title bar above node.pos.
+# at the title bar above node.pos, grown up to the node's badges ("EPD", "BETA"), drawn above the title bar.
 NODE_BOXES = """async (vue) => {
   const label = (id) => { const n = window.app.graph.getNodeById(Number(id)); return n ? `${n.id} ${n.title}` : id; };
   const frame = () => new Promise((r) => requestAnimationFrame(r));
@@ -90,7 +90,12 @@ NODE_BOXES = """async (vue) => {
     return box;
   };
   const measure = () => {
-    if (!vue) return window.app.graph.nodes.map((n) => [label(n.id), ...n.boundingRect]);
+    if (!vue) return window.app.graph.nodes.map((n) => {
+      const [x, y, w, h] = n.boundingRect;
+      const badges = n.badges.map((b) => (typeof b === "function" ? b() : b)).filter((b) => b.text || b.icon);
+      const lift = badges.length ? 2 + Math.max(...badges.map((b) => b.height)) : 0;  // as drawBadges places them
+      return [label(n.id), x, y - lift, w, h + lift];
+    });
     const nodes = [...document.querySelectorAll("[data-node-id]")].filter((el) => !el.parentElement.closest("[data-node-id]"));
     return nodes.map((el) => {
       const [x0, y0, x1, y1] = drawn(el, [Infinity, Infinity, -Infinity, -Infinity]);
