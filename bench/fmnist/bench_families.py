@@ -120,7 +120,14 @@ class FamilySetting:
         hi, lo = float(self.model_sampling.sigma_max), float(self.model_sampling.sigma_min)
         grid = torch.exp(torch.linspace(math.log(hi), math.log(lo), steps, dtype=torch.float64))
         sigmas = torch.cat([grid, grid.new_zeros(1)])
-        options = {"num_points": 1, "form": "data", "tail": "keep", "afs": "off", "parallel": "batched", "plugin": "off"}
+        options = {
+            "num_points": 1,
+            "form": "data",
+            "tail": "keep",
+            "afs": "off",
+            "parallel": "batched",
+            "plugin": "off",
+        }
         return self.sample(self.pack.sample_epd_comfy, options, sigmas)[0]
 
     def builtin(self, name: str, scheduler: str, rounds: int) -> tuple[torch.Tensor, Counter]:
