@@ -322,18 +322,19 @@ def sample_epd_comfy(
         return x
     extra_args = {} if extra_args is None else dict(extra_args)
     model_sampling = model_sampling_of(model)
+    kind = kind_of(model_sampling)
     if params is not None:
         check_table_fits(params, model_sampling, _model_config_of(model), SAMPLER_NODE)
     try:
         run = plan_run(sigmas, params, num_points=num_points, form=form, tail=tail, afs=afs_choice(afs),
                        sigma_min=float(model_sampling.sigma_min), sigma_max=float(model_sampling.sigma_max),
-                       cfg=guider_cfg(model), plugin=plugin, kind=kind_of(model_sampling))  # fmt: skip
+                       cfg=guider_cfg(model), plugin=plugin, kind=kind)  # fmt: skip
     except ValueError as err:
         raise ValueError(f"{SAMPLER_NODE}: {err}") from err
     report_plan(run, params)
     denoiser, mode = points_denoiser(parallel, model, extra_args, x.shape[0])
     order = max_order if run.plugin else 1  # 1: the plain EPD-Solver's Euler jump
-    config = StepConfig(kind_of(model_sampling), run.form, run.afs, order, mode, chunk_size)
+    config = StepConfig(kind, run.form, run.afs, order, mode, chunk_size)
     report = step_callback(callback, len(sigmas) - 1, len(run.sigmas) - 1)
     step_rows = table_rows(run.params) if rows is None else rows
     try:
