@@ -375,9 +375,14 @@ def main(argv: list[str] | None = None) -> None:
 
 
 def write(args: argparse.Namespace, results: dict[str, Any]) -> Path:
-    args.out.mkdir(parents=True, exist_ok=True)
-    path = args.out / f"{args.family}{args.tag}.json"
-    path.write_text(json.dumps(results, indent=1))
+    return write_results(args.out, f"{args.family}{args.tag}.json", results)
+
+
+def write_results(out: Path, name: str, results: dict[str, Any]) -> Path:
+    """``results`` as indented JSON in ``out / name`` (the folder made if needed); every family benchmark's output."""
+    out.mkdir(parents=True, exist_ok=True)
+    path = out / name
+    path.write_text(json.dumps(results, indent=1) + "\n")
     return path
 
 

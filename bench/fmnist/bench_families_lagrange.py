@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import argparse
 import itertools
-import json
 import logging
 import math
 import time
@@ -31,7 +30,16 @@ from typing import Any
 
 import torch
 
-from bench.fmnist.bench_families import BUILTINS, SCHEDULERS, FamilySetting, cell, comfy_or_exit, load_pack, rms
+from bench.fmnist.bench_families import (
+    BUILTINS,
+    SCHEDULERS,
+    FamilySetting,
+    cell,
+    comfy_or_exit,
+    load_pack,
+    rms,
+    write_results,
+)
 
 log = logging.getLogger(__name__)
 
@@ -220,10 +228,7 @@ def run_family(args: argparse.Namespace, comfy: Any) -> dict[str, Any]:
 
 
 def write(args: argparse.Namespace, results: dict[str, Any]) -> Path:
-    args.out.mkdir(parents=True, exist_ok=True)
-    path = args.out / f"lagrange_{args.family}{args.tag}.json"
-    path.write_text(json.dumps(results, indent=1) + "\n")
-    return path
+    return write_results(args.out, f"lagrange_{args.family}{args.tag}.json", results)
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:

@@ -37,7 +37,15 @@ from typing import Any
 
 import torch
 
-from bench.fmnist.bench_families import BUILTINS, SCHEDULERS, FamilySetting, cell, comfy_or_exit, load_pack
+from bench.fmnist.bench_families import (
+    BUILTINS,
+    SCHEDULERS,
+    FamilySetting,
+    cell,
+    comfy_or_exit,
+    load_pack,
+    write_results,
+)
 from epd_core.mmd import patch_mmd2
 from epd_core.scalewise import PRESETS, ScaleSchedule, scale_sizes
 
@@ -225,8 +233,7 @@ def main(argv: list[str] | None = None) -> None:
     args = parse_args(argv)
     comfy = comfy_or_exit(args.threads)
     results = run_family(args, comfy)
-    path = args.out / f"scalewise_{args.family}.json"
-    path.write_text(json.dumps(results, indent=1) + "\n")
+    path = write_results(args.out, f"scalewise_{args.family}.json", results)
     print(summary(results))  # noqa: T201 (the report)
     log.info("wrote %s", path)
 

@@ -18,7 +18,6 @@ converged sets of the same size.
 from __future__ import annotations
 
 import argparse
-import json
 import logging
 import time
 from pathlib import Path
@@ -27,7 +26,7 @@ from typing import Any
 import torch
 
 from bench.exact_runs import Counter, counting
-from bench.fmnist.bench_families import WEIGHTS, FamilySetting, comfy_or_exit, load_pack
+from bench.fmnist.bench_families import WEIGHTS, FamilySetting, comfy_or_exit, load_pack, write_results
 
 log = logging.getLogger(__name__)
 CLASSES = 10
@@ -167,9 +166,7 @@ def main(argv: list[str] | None = None) -> None:
     args = parse_args(argv)
     comfy = comfy_or_exit(args.threads)
     results = run_family(args, comfy)
-    args.out.mkdir(parents=True, exist_ok=True)
-    path = args.out / f"skip_{args.family}.json"
-    path.write_text(json.dumps(results, indent=1) + "\n")
+    path = write_results(args.out, f"skip_{args.family}.json", results)
     print(summary(results))  # noqa: T201 (the report)
     log.info("wrote %s", path)
 
