@@ -13,6 +13,7 @@ from collections.abc import Callable, Iterator
 from typing import Any, NamedTuple
 
 import torch
+import torch.utils.checkpoint
 
 from ..params import EPDParams
 from ..solver import StepConfig, advance, run_epd, table_rows
@@ -46,6 +47,7 @@ class DistillConfig(NamedTuple):
     seed: int = 0  # noise seed (training uses seed, validation seed + 1)
     loss: str = "l2"  # l2: pointwise MSE to the teacher's states; mmd: patch MMD between the batches (losses.py)
     mmd_patch: int = 4  # loss="mmd": side of the square patches compared, in latent pixels
+    checkpoint: bool = False  # recompute each student step in the backward pass: one step's activations held
 
 
 class DistillStats(NamedTuple):
@@ -113,10 +115,27 @@ def student_losses(
                                   teacher=config.teacher, inserted=config.inserted, extra_args=extra_args)  # fmt: skip
         else:  # a final-only pool holds just the last state
             target = targets[n] if config.targets == "global" else targets[-1]
-        x, _, history = advance(model, x_in, n, sigmas, row, history, extra_args, step_config)
+        x, history = student_step(model, x_in, n, sigmas, row, history, extra_args, step_config, config.checkpoint)
         if config.targets != "final" or n == len(rows) - 1:
             losses.append(state_loss(x, target, config.loss, config.mmd_patch))
     return losses, x
+
+
+def student_step(model, x, n, sigmas, row, history, extra_args, step_config, recompute: bool):
+    """One student step; with ``recompute`` its activations are dropped and recomputed in backward.
+
+    The loop backpropagates once through the whole unrolled run, so autograd otherwise holds
+    every step's model activations at once (global targets too: their per-step losses are
+    summed before the single backward). Recomputing trades one extra forward per step for
+    holding one step's activations, which is what an SDXL-size model needs on a consumer GPU.
+    """
+    if not recompute:
+        x, _, history = advance(model, x, n, sigmas, row, history, extra_args, step_config)
+        return x, history
+    x, _, history = torch.utils.checkpoint.checkpoint(
+        advance, model, x, n, sigmas, row, history, extra_args, step_config, use_reentrant=False
+    )
+    return x, history
 
 
 def feature_loss(feature_fn, alpha: float, x: torch.Tensor, teacher_feats: torch.Tensor) -> torch.Tensor:

@@ -38,6 +38,7 @@ def distill_config(opts: dict[str, Any]) -> DistillConfig:
         feature_weight=opts.get("image_loss_weight", 1.0) if opts.get("vae") is not None else 0.0,
         eval_every=max(1, opts["iterations"] // 20), val_batch=max(opts["batch"], 8), seed=opts["seed"],
         pool_batches=opts.get("teacher_pool", 0), loss=opts.get("loss", "l2"),
+        checkpoint=opts.get("save_memory", False),
     )  # fmt: skip
 
 

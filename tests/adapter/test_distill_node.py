@@ -218,3 +218,17 @@ def test_an_unknown_loss_is_a_clear_node_error(model):
     lists = {k: [v] for k, v in options(iterations=2, loss="huber").items()}
     with pytest.raises(ValueError, match=r"EPD Distill: .*loss='huber' is not one of \('l2', 'mmd'\)"):
         EPDDistill.execute([model], [toy.class_conditioning(3)], [toy.empty_conditioning()], **lists)
+
+
+def test_save_memory_recomputes_the_model_calls_and_learns_the_same_table(model, monkeypatch):
+    net = model.model.diffusion_model
+    calls, forward = [], net.forward
+    monkeypatch.setattr(net, "forward", lambda *a, **k: calls.append(1) or forward(*a, **k))
+    pos, neg = [toy.class_conditioning(c) for c in (1, 7)], [toy.empty_conditioning()]
+    plain, plain_losses = run_distill(model, pos, neg, options(iterations=3, targets="final"), None)
+    plain_calls = len(calls)
+    saved, saved_losses = run_distill(model, pos, neg, options(iterations=3, targets="final", save_memory=True), None)
+    assert len(calls) - plain_calls > plain_calls, "the backward pass ran the student's model calls again"
+    torch.testing.assert_close(torch.tensor(saved_losses), torch.tensor(plain_losses), rtol=1e-6, atol=0)
+    torch.testing.assert_close(saved.r_logits, plain.r_logits, rtol=1e-5, atol=1e-7)
+    torch.testing.assert_close(saved.weight_logits, plain.weight_logits, rtol=1e-5, atol=1e-7)

@@ -69,6 +69,7 @@ EXPECTED = {
             "image_loss_weight",
             "teacher_pool",
             "loss",
+            "save_memory",
         ],
         ["EPD_TABLE", "LOSS_MAP"],
     ),

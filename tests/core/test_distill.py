@@ -220,3 +220,37 @@ def test_learn_sigmas_needs_an_interior_point() -> None:
     one_step = torch.tensor([20.0, 0.0], dtype=torch.float64)
     with pytest.raises(ValueError, match="learn_sigmas needs at least 2 steps"):
         check_config(DistillConfig(learn_sigmas=True), default_table(one_step), one_step)
+
+
+def saved_bytes(config: DistillConfig, start) -> int:
+    """Bytes autograd holds for one iteration's backward (tensors saved outside a recomputed region)."""
+    from epd_core.distill.loop import student_losses
+
+    trainable = TrainableTable(start, learn_sigmas=config.learn_sigmas)
+    x = noise_fn(config.batch, torch.Generator().manual_seed(0))
+    targets = teacher_trajectory(model, x, start.sigmas, teacher="heun", inserted=1)
+    held = []
+
+    def pack(t: torch.Tensor) -> torch.Tensor:
+        held.append(t.numel() * t.element_size())
+        return t
+
+    with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
+        student_losses(model, x, trainable, targets, config, StepConfig(form="direction"), {})
+    return sum(held)
+
+
+@pytest.mark.parametrize("targets,learn_sigmas", [("global", False), ("final", True)])
+def test_recomputing_steps_gives_the_same_table_and_holds_less(targets: str, learn_sigmas: bool) -> None:
+    config = DistillConfig(iterations=4, batch=8, teacher="heun", inserted=3, eval_every=1, targets=targets,
+                           learn_sigmas=learn_sigmas)  # fmt: skip
+    start = default_table(grid(), 2, form="direction").replace(scale_dir=0.05, scale_time=0.05)
+    plain = run(config, start)[1]
+    recomputed = run(config._replace(checkpoint=True), start)[1]
+    for a, b in zip(plain, recomputed):
+        assert a.loss == pytest.approx(b.loss, rel=1e-12)
+    a, b = plain[-1].best_table, recomputed[-1].best_table
+    torch.testing.assert_close(b.r_logits, a.r_logits, rtol=1e-10, atol=1e-12)
+    torch.testing.assert_close(b.weight_logits, a.weight_logits, rtol=1e-10, atol=1e-12)
+    torch.testing.assert_close(b.sigmas, a.sigmas, rtol=1e-10, atol=1e-12)
+    assert saved_bytes(config._replace(checkpoint=True), start) < 0.5 * saved_bytes(config, start)
