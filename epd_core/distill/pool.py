@@ -72,10 +72,14 @@ def pool_problems(pool: TeacherPool, config: Any, sigmas: torch.Tensor) -> list[
     """Why ``pool`` cannot serve a run of ``config`` on ``sigmas`` (empty when it can)."""
     problems = []
     if config.targets == "local":
-        problems.append("a teacher pool cannot serve targets='local' (its teacher restarts from the student's state)")
+        problems.append(
+            "a teacher pool cannot serve targets='local' (its teacher restarts from the student's state); "
+            "set teacher_pool to 0 for local targets"
+        )
     if config.targets == "global" and config.learn_sigmas:
         problems.append(
-            "a teacher pool's per-step targets sit on the starting grid, so learn_sigmas needs targets='final'"
+            "a teacher pool's per-step targets sit on the starting grid, so learn_sigmas needs targets='final' "
+            "(or teacher_pool 0)"
         )
     if pool is None:
         return problems

@@ -7,15 +7,19 @@ validation batch cover all prompts. The best table is kept on disk as the loop g
 
 from __future__ import annotations
 
+import logging
 from typing import Any
 
 from ...epd_core.distill import DistillConfig, distill
+from ...epd_core.distill.pool import pool_problems
 from ...epd_core.solver import StepConfig, prepare_sigmas
 from ...epd_core.tables import default_table
 from ..comfy import sampling, training
 from ..errors import check_negatives
 
 DISTILL_NODE = "EPD Distill"
+log = logging.getLogger(__name__)
+TEACHER_POOL = 4  # the node's default, also for API prompts that leave the optional input out
 
 
 def student_start(model: Any, opts: dict[str, Any]) -> Any:
@@ -37,15 +41,26 @@ def distill_config(opts: dict[str, Any]) -> DistillConfig:
         learn_sigmas=opts.get("learn_sigmas", False),
         feature_weight=opts.get("image_loss_weight", 1.0) if opts.get("vae") is not None else 0.0,
         eval_every=max(1, opts["iterations"] // 20), val_batch=max(opts["batch"], 8), seed=opts["seed"],
-        pool_batches=opts.get("teacher_pool", 0), loss=opts.get("loss", "l2"),
+        pool_batches=opts.get("teacher_pool", TEACHER_POOL), loss=opts.get("loss", "l2"),
         checkpoint=opts.get("save_memory", False),
     )  # fmt: skip
+
+
+def served_pool(config: DistillConfig) -> DistillConfig:
+    """The config without its teacher pool where the pool cannot serve its targets (local targets, or
+    global ones on a learned grid): fresh noise then, with a warning, rather than an error, because
+    the pool is on by default and those targets are chosen by hand."""
+    problems = pool_problems(None, config, None) if config.pool_batches else []
+    if problems:
+        log.warning("%s: teacher_pool %d not used, %s", DISTILL_NODE, config.pool_batches, "; ".join(problems))
+        return config._replace(pool_batches=0)
+    return config
 
 
 def run_distill(model: Any, positive: list, negative: list, opts: dict[str, Any], node_id: str | None):
     """Build the start table and config, run the loop through the guider; returns (table, losses)."""
     start = student_start(model, opts)
-    config = distill_config(opts)
+    config = served_pool(distill_config(opts))
     check_negatives(positive, negative, DISTILL_NODE)
     pos = training.stack_conditioning(positive, DISTILL_NODE)
     neg = training.stack_conditioning(negative if len(negative) > 1 else negative * len(positive), DISTILL_NODE)

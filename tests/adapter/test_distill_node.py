@@ -189,7 +189,7 @@ def test_decoded_image_loss_backpropagates_through_the_vae_into_the_table(model,
     assert any(p.requires_grad for p in weights), "its requires_grad flags are restored"
 
 
-def test_a_teacher_pool_runs_the_teacher_once_per_pooled_batch(model, monkeypatch):
+def test_a_teacher_pool_runs_the_teacher_once_per_pooled_batch(model, monkeypatch, caplog):
     from comfyui_epd.epd_core.distill import loop
 
     teacher_runs, original = [], loop.teacher_trajectory
@@ -198,8 +198,14 @@ def test_a_teacher_pool_runs_the_teacher_once_per_pooled_batch(model, monkeypatc
     table, losses = run_distill(model, pos, neg, options(iterations=6, targets="final", teacher_pool=2), None)
     assert len(losses) == 6 and len(teacher_runs) == 1 + 2  # the validation batch, then 2 pooled batches
     assert table.metadata["teacher_pool"] == 2
-    with pytest.raises(ValueError, match="cannot serve targets='local'"):
-        run_distill(model, pos, neg, options(iterations=2, targets="local", teacher_pool=2), None)
+    # The pool is on by default; targets it cannot serve run on fresh noise instead, and say so.
+    for targets, learn_sigmas in (("local", False), ("global", True)):
+        teacher_runs.clear()
+        opts = options(iterations=2, targets=targets, learn_sigmas=learn_sigmas, teacher_pool=2)
+        with caplog.at_level("WARNING"):
+            table, _ = run_distill(model, pos, neg, opts, None)
+        assert table.metadata["teacher_pool"] == 0 and "teacher_pool 2 not used" in caplog.text
+        assert len(teacher_runs) == 1 + (2 if targets == "global" else 0)  # validation, then fresh batches
 
 
 def test_mmd_loss_runs_and_learns_a_different_table_than_l2_from_the_same_seed(model):
