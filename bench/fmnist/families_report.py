@@ -90,6 +90,16 @@ def family_table(
     return lines
 
 
+def fewer_rounds_lines(results: dict[str, Any], few: int = 3, many: int = 5) -> list[str]:
+    """Each distilled row at ``few`` rounds against the best built-in at ``many`` (issue 14's "3 beats 5")."""
+    errors_few, errors_many = (cells(results["cfgs"].get("1.0", {}).get("rows", {}), r) for r in (few, many))
+    peer = best(errors_many, False)
+    lines = []
+    for name in sorted(n for n in errors_few if "distilled" in n):
+        lines.append(f"- {name} at R={few}: {_ratio(errors_few[name], peer)} the best built-in at R={many}")
+    return lines
+
+
 def _peer(peer: tuple[str, float] | None) -> str:
     return "-" if peer is None else f"{peer[1]:.4f} ({peer[0]})"
 
@@ -113,6 +123,8 @@ def main(argv: list[str] | None = None) -> None:
                     results["cfgs"].setdefault(cfg, {"rows": {}})["rows"].setdefault(name, {}).update(row)
         print(f"\n### {FAMILY_TITLES[family]}\n")  # noqa: T201 (the report)
         print("\n".join(family_table(results, default_rows, EARLIER_DEFAULT_ROWS.get(family))))  # noqa: T201
+        if few := fewer_rounds_lines(results):
+            print("\n" + "\n".join(few))  # noqa: T201
 
 
 if __name__ == "__main__":
