@@ -28,6 +28,7 @@ import torch
 from ...epd_core.params import EPDParams
 from ...epd_core.table_io import save_table
 from . import folders, sampling
+from .timestep_grad import timestep_gradients
 
 log = logging.getLogger(__name__)
 
@@ -144,7 +145,8 @@ def run_loop(model, x, sigmas, extra_args=None, callback=None, disable=None, *, 
     def denoiser(x: torch.Tensor, sigma: torch.Tensor, **_: Any) -> torch.Tensor:
         return model(x, sigma, **args)
 
-    result.append(loop(denoiser))
+    with timestep_gradients(guider.inner_model.model_sampling):  # SD1.5/SDXL: time carries a gradient
+        result.append(loop(denoiser))
     return x
 
 

@@ -238,3 +238,36 @@ def test_save_memory_recomputes_the_model_calls_and_learns_the_same_table(model,
     torch.testing.assert_close(torch.tensor(saved_losses), torch.tensor(plain_losses), rtol=1e-6, atol=0)
     torch.testing.assert_close(saved.r_logits, plain.r_logits, rtol=1e-5, atol=1e-7)
     torch.testing.assert_close(saved.weight_logits, plain.weight_logits, rtol=1e-5, atol=1e-7)
+
+
+class TimeOnlyNet(torch.nn.Module):
+    """A diffusion_model whose output is its time input (a smooth function of t, as a real UNet's)."""
+
+    dtype = torch.float32
+
+    def forward(self, xc, timesteps, **_):
+        return torch.ones_like(xc) * timesteps.reshape(-1, 1, 1, 1) / 1000
+
+
+def test_on_a_discrete_model_the_time_input_passes_a_gradient_in_training(monkeypatch):
+    from comfyui_epd.nodes.comfy.timestep_grad import timestep_gradients
+
+    base = toy.toy_model_patcher(digits_mixture(), "eps").model  # ModelSamplingDiscrete: rounded timesteps
+    monkeypatch.setattr(base, "diffusion_model", TimeOnlyNet())
+    x = torch.randn(training.latent_shape(toy.toy_model_patcher(digits_mixture(), "eps"), 1, 32, 32))
+
+    def denoised_and_slope(sigma_value: float) -> tuple[torch.Tensor, torch.Tensor]:
+        sigma = torch.tensor([sigma_value], requires_grad=True)
+        out = base.apply_model(x, sigma)  # ComfyUI's own _apply_model: calculate_input, timestep, denoised
+        (grad,) = torch.autograd.grad(out.sum(), sigma)
+        return out.detach(), grad
+
+    plain, plain_grad = denoised_and_slope(2.0)
+    with timestep_gradients(base.model_sampling):
+        same, grad = denoised_and_slope(2.0)
+    assert torch.equal(same, plain), "the forward pass (what the model sees) is unchanged"
+    # x0 = x - sigma * eps(t): the time path adds -sigma * eps'(t) * dt/dsigma per element (eps' = 1/1000).
+    log_sigmas = base.model_sampling.log_sigmas
+    hi = torch.searchsorted(log_sigmas, torch.tensor([2.0]).log())
+    extra = -2.0 * (1 / 1000) / (2.0 * (log_sigmas[hi] - log_sigmas[hi - 1])) * x.numel()
+    torch.testing.assert_close(grad - plain_grad, extra.reshape(1).float(), rtol=1e-3, atol=0)
