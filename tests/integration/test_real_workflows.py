@@ -315,3 +315,26 @@ def test_sdxl_checkpoint_is_detected_as_sdxl_eps(real_model_files: tuple[Path, d
     # SDXL's CLIP-L gives hidden states only: real checkpoints carry no CLIP-L projection either
     assert set(wanted) - set(clip) == {"clip_l.transformer.text_projection.weight"}
     assert all(wanted[key] == shape for key, shape in clip.items()), "a text-encoder shape differs"
+
+
+def test_the_sd15_unet_gets_a_time_gradient_while_training(real_model_files: tuple[Path, dict[str, list[str]]]) -> None:
+    """On the real SD1.5 UNet from ComfyUI's loader, the straight-through timestep adds the time path's gradient."""
+    import comfy.sd
+    import torch
+    from comfyui_epd.nodes.comfy.timestep_grad import timestep_gradients
+
+    path = real_model_files[0] / "checkpoints" / real_models.SD15_CHECKPOINT
+    base = comfy.sd.load_checkpoint_guess_config(str(path), output_vae=False, output_clip=False)[0].model
+    x = torch.randn(1, 4, 8, 8, generator=torch.Generator().manual_seed(0))
+    context = torch.zeros(1, 77, 768)
+
+    def output_and_slope() -> tuple[torch.Tensor, torch.Tensor]:
+        sigma = torch.tensor([3.0], requires_grad=True)
+        out = base.apply_model(x, sigma, c_crossattn=context)
+        return out.detach(), torch.autograd.grad(out.square().sum(), sigma)[0]
+
+    plain, plain_slope = output_and_slope()
+    with timestep_gradients(base.model_sampling) as applied:
+        same, slope = output_and_slope()
+    assert applied and torch.equal(same, plain), "the UNet sees the same rounded timestep"
+    assert torch.isfinite(slope).all() and not torch.allclose(slope, plain_slope, rtol=1e-3), "time adds a gradient"
