@@ -83,11 +83,12 @@ def distill_inputs() -> list[io.Input]:
         io.Boolean.Input("bptt", default=False, tooltip="Backpropagate through all steps (more memory).", **adv),
         io.Float.Input(
             "scale_range",
-            default=0.05,
+            default=0.35,
             min=0.0,
             max=0.5,
             step=0.01,
-            tooltip="Learned direction/time scales stay within 1 +/- this (0 = off).",
+            tooltip="Learned direction/time scales stay within 1 +/- this (0 = off). 0.35 learned the best tables "
+            "measured (0.05, 0.2, 0.35, 0.5 tried on three model families).",
             **adv,
         ),
         io.Boolean.Input(
