@@ -52,8 +52,8 @@ def main(argv: list[str] | None = None) -> None:
             grid = setting.epd_grid("auto", (rounds + 1) // 2)
             for m in args.inserted:
                 x, _ = setting.sample(teacher_sampler(m), {}, grid)
-                results.setdefault(family, {})[f"R={rounds}, M={m}"] = rms(x, ref)
-                print(f"{family} R={rounds} M={m}: teacher RMS {results[family][f'R={rounds}, M={m}']:.4f}")  # noqa: T201
+                error = results.setdefault(family, {})[f"R={rounds}, M={m}"] = rms(x, ref)
+                print(f"{family} R={rounds} M={m}: teacher RMS {error:.4f}")  # noqa: T201 (the report)
     write_results(args.out, "teacher_error.json", results)
 
 

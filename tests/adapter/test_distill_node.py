@@ -252,9 +252,10 @@ class TimeOnlyNet(torch.nn.Module):
 def test_on_a_discrete_model_the_time_input_passes_a_gradient_in_training(monkeypatch):
     from comfyui_epd.nodes.comfy.timestep_grad import timestep_gradients
 
-    base = toy.toy_model_patcher(digits_mixture(), "eps").model  # ModelSamplingDiscrete: rounded timesteps
+    patcher = toy.toy_model_patcher(digits_mixture(), "eps")  # ModelSamplingDiscrete: rounded timesteps
+    base = patcher.model
     monkeypatch.setattr(base, "diffusion_model", TimeOnlyNet())
-    x = torch.randn(training.latent_shape(toy.toy_model_patcher(digits_mixture(), "eps"), 1, 32, 32))
+    x = torch.randn(training.latent_shape(patcher, 1, 32, 32))
 
     def denoised_and_slope(sigma_value: float) -> tuple[torch.Tensor, torch.Tensor]:
         sigma = torch.tensor([sigma_value], requires_grad=True)
